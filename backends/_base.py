@@ -1,0 +1,251 @@
+"""The Backend contract and its generic implementation for array-API libraries.
+
+A :class:`Backend` binds one array namespace ``xp`` to one device. The core of portgd
+receives ``xp`` from a Backend and calls only functions of the array API standard on it;
+everything that touches a concrete library (host transfers, device names, dtype lookup,
+synchronisation) lives here and in the per-library modules beside this one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from portgd.errors import (
+    BackendMismatchError,
+    DeviceNotFoundError,
+    DTypeNotSupportedError,
+    InputError,
+)
+
+#: dtype names portgd knows how to look up in a namespace.
+DTYPE_NAMES = (
+    "bool", "int8", "int16", "int32", "int64", "uint8", "uint16", "uint32", "uint64",
+    "float16", "bfloat16", "float32", "float64", "complex64", "complex128",
+)  # fmt: skip
+
+FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
+
+
+def library_of(x: Any) -> str:
+    """The top-level module name of an object's type (``numpy``, ``torch``, ...)."""
+    return type(x).__module__.split(".")[0]
+
+
+def is_host_data(x: Any) -> bool:
+    """Whether ``x`` is host data: a NumPy array or scalar, a Python number or a list."""
+    return isinstance(x, (np.ndarray, np.generic, int, float, bool, list, tuple))
+
+
+class Backend:
+    """One array library on one device.
+
+    Attributes:
+        name: registry name (``"numpy"``, ``"torch"``, ...).
+        xp: the array-API namespace all math goes through.
+        device: the library's device object; arrays are created there.
+        library: the import name of the array library.
+        version: the library's version string.
+        host: the host array library (NumPy), for host-side draws and I/O.
+        fast: fast paths keyed by operation name; see :meth:`op`.
+    """
+
+    host = np
+
+    def __init__(
+        self,
+        name: str,
+        xp: Any,
+        device: Any,
+        *,
+        library: str,
+        version: str,
+        array_types: tuple[type, ...],
+        devices: Sequence[Any] = (),
+    ) -> None:
+        self.name = name
+        self.xp = xp
+        self.device = device
+        self.library = library
+        self.version = version
+        self._array_types = array_types
+        self._devices = tuple(devices) or (device,)
+        self.fast: dict[str, Callable[..., Any]] = {}
+        self._dtype_cache: dict[str, Any] = {}
+
+    # -- identity ---------------------------------------------------------------------
+    @property
+    def device_name(self) -> str:
+        """The device as a string a user can pass back as ``device=``."""
+        return device_string(self.device)
+
+    def devices(self) -> list[str]:
+        """The names of every device this library offers here."""
+        return [device_string(d) for d in self._devices]
+
+    def __repr__(self) -> str:
+        return f"Backend({self.name!r}, device={self.device_name!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return (
+            isinstance(other, Backend)
+            and other.name == self.name
+            and other.device_name == self.device_name
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.device_name))
+
+    # -- dtypes -----------------------------------------------------------------------
+    def _namespace_dtypes(self) -> dict[str, Any]:
+        info = self.xp.__array_namespace_info__()
+        return dict(info.dtypes(device=self.device))
+
+    def dtype(self, spec: Any) -> Any:
+        """The namespace's dtype object for a name (``"float32"``) or any dtype object.
+
+        Raises DTypeNotSupportedError when this backend or device has no such dtype.
+        """
+        name = dtype_name(spec)
+        cached = self._dtype_cache.get(name)
+        if cached is not None:
+            return cached
+        supported = self._namespace_dtypes()
+        if name not in supported:
+            if name not in DTYPE_NAMES:
+                raise InputError(
+                    f"unknown dtype {spec!r}; use one of {', '.join(FLOAT_NAMES)}"
+                )
+            floats = [n for n in FLOAT_NAMES if n in supported]
+            raise DTypeNotSupportedError(
+                f"{self.name} on device {self.device_name!r} does not support {name}; "
+                f"it supports {', '.join(floats)}. Use dtype='float32' or another device."
+            )
+        self._dtype_cache[name] = supported[name]
+        return supported[name]
+
+    def supports(self, dtype: Any) -> bool:
+        """Whether this backend and device can hold arrays of ``dtype``."""
+        return dtype_name(dtype) in self._namespace_dtypes()
+
+    # -- arrays -----------------------------------------------------------------------
+    def owns(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend's library (on any device)."""
+        return isinstance(x, self._array_types)
+
+    def device_of(self, x: Any) -> Any:
+        return x.device
+
+    def check(self, x: Any, what: str = "array") -> None:
+        """Raise BackendMismatchError unless ``x`` is an array on this backend and device."""
+        if self.owns(x):
+            if self.same_device(self.device_of(x), self.device):
+                return
+            found = f"{self.name} on device {device_string(self.device_of(x))!r}"
+        else:
+            found = f"a {type(x).__module__}.{type(x).__name__}"
+        raise BackendMismatchError(
+            f"{what} is {found}, but this model runs on {self.name} on device "
+            f"{self.device_name!r}. Move the model with model.to(...) or convert the "
+            f"array with portgd.to_numpy(x) and pass the host array instead."
+        )
+
+    def same_device(self, a: Any, b: Any) -> bool:
+        return device_string(a) == device_string(b)
+
+    def asarray(self, x: Any, dtype: Any = None) -> Any:
+        """An array on this backend and device from host data or one of its own arrays.
+
+        Host data (NumPy arrays, Python numbers and lists) is transferred. An array of
+        another library, or of this library on another device, raises
+        BackendMismatchError: portgd never moves data between devices silently.
+        Integer or boolean data asked for as a float dtype is converted exactly.
+        """
+        xp_dtype = None if dtype is None else self.dtype(dtype)
+        if not is_host_data(x):
+            self.check(x)
+            return x if xp_dtype is None or x.dtype == xp_dtype else self.xp.astype(x, xp_dtype)
+        host = np.asarray(x)
+        if host.dtype == object:
+            raise InputError(f"cannot make an array from {type(x).__name__} of mixed objects")
+        if host.dtype.kind not in "biufc":
+            raise InputError(f"cannot make a numeric array from data of dtype {host.dtype}")
+        return self._from_host(host, xp_dtype)
+
+    def _from_host(self, host: np.ndarray, dtype: Any) -> Any:
+        if dtype is None:
+            return self.xp.asarray(host, device=self.device)
+        return self.xp.asarray(host.astype(dtype_name(dtype), copy=False), device=self.device)
+
+    def to_numpy(self, x: Any) -> np.ndarray:
+        """A host NumPy copy of ``x`` (the only road from the device to the host)."""
+        return np.asarray(x)
+
+    def synchronize(self) -> None:
+        """Wait until queued device work has finished (a no-op on synchronous libraries)."""
+
+    def activate(self) -> contextlib.AbstractContextManager[Any]:
+        """A context in which this backend's device is the library's current device."""
+        return contextlib.nullcontext()
+
+    def rng(self, seed: int | None) -> np.random.Generator:
+        """The host random generator every backend draws from, so draws are bit-identical."""
+        return np.random.default_rng(seed)
+
+    # -- fast paths -------------------------------------------------------------------
+    def op(self, name: str, generic: Callable[..., Any]) -> Callable[..., Any]:
+        """The fast path registered under ``name``, or the generic array-API ``generic``."""
+        return self.fast.get(name, generic)
+
+
+def dtype_name(spec: Any) -> str:
+    """The standard name of a dtype given as a name or as any library's dtype object."""
+    if isinstance(spec, str):
+        return spec
+    if isinstance(spec, type) and issubclass(spec, np.generic):
+        return np.dtype(spec).name
+    name = getattr(spec, "name", None)
+    if isinstance(name, str):
+        return name
+    return str(spec).rsplit(".", 1)[-1]
+
+
+def device_string(device: Any) -> str:
+    """A device as the string a user would type (``"cpu"``, ``"cuda:0"``, ``"device1"``)."""
+    if isinstance(device, str):
+        return device
+    name = getattr(device, "_device", None)  # array_api_strict.Device keeps its name here
+    if isinstance(name, str):
+        return name
+    cuda_id = getattr(device, "id", None)  # cupy.cuda.Device
+    if isinstance(cuda_id, int) and type(device).__module__.startswith("cupy"):
+        return f"cuda:{cuda_id}"
+    return str(device)
+
+
+def unknown_device(backend: str, spec: Any, devices: Sequence[str]) -> DeviceNotFoundError:
+    """The error for a device specifier that matches none of ``devices``."""
+    listed = ", ".join(repr(d) for d in devices) or "none"
+    return DeviceNotFoundError(
+        f"{backend} has no device {spec!r}; devices here: {listed}."
+    )
+
+
+def backend_factory(
+    *, library: str | None = None, install_hint: str | None = None
+) -> Callable[[Callable[..., Backend]], Callable[..., Backend]]:
+    """Mark a ``create(device=None) -> Backend`` function with registry metadata.
+
+    ``library`` is the import name of the array library (the registry checks that it is
+    installed without importing it); ``install_hint`` is the command that installs it.
+    """
+
+    def mark(create: Callable[..., Backend]) -> Callable[..., Backend]:
+        create.library = library  # type: ignore[attr-defined]
+        create.install_hint = install_hint  # type: ignore[attr-defined]
+        return create
+
+    return mark

@@ -1,0 +1,24 @@
+"""NumPy on the CPU: the reference backend (NumPy 2 implements the array API itself)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from ._base import Backend, backend_factory, unknown_device
+
+
+@backend_factory(library="numpy", install_hint="pip install 'numpy>=2'")
+def create(device: Any = None) -> Backend:
+    """The NumPy backend; its only device is ``"cpu"``."""
+    if device not in (None, "cpu"):
+        raise unknown_device("numpy", device, ["cpu"])
+    return Backend(
+        "numpy",
+        np,
+        "cpu",
+        library="numpy",
+        version=np.__version__,
+        array_types=(np.ndarray, np.generic),
+    )

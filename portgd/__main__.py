@@ -1,0 +1,5 @@
+import sys
+
+from portgd.cli import main
+
+sys.exit(main())

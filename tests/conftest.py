@@ -1,0 +1,60 @@
+"""The test harness: a ``backend`` fixture that runs a test on every backend of the registry.
+
+CPU cases always run: numpy, array_api_strict on its default device and on ``device1``
+(which refuses to mix with the default device, so it stands in for a GPU), torch on the CPU.
+GPU cases (cupy, torch cuda) carry the ``gpu`` mark and are skipped with the probe's reason
+when no CUDA device is usable.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import portgd
+from portgd import _registry
+
+# (id, backend name, device, needs a GPU)
+BACKEND_CASES = [
+    ("numpy", "numpy", None, False),
+    ("strict", "array_api_strict", None, False),
+    ("strict-device1", "array_api_strict", "device1", False),
+    ("torch-cpu", "torch", "cpu", False),
+    ("cupy", "cupy", "cuda:0", True),
+    ("torch-cuda", "torch", "cuda:0", True),
+]
+
+
+def _param(case_id: str, name: str, device: str | None, gpu: bool):
+    marks = [pytest.mark.gpu] if gpu else []
+    return pytest.param((name, device), id=case_id, marks=marks)
+
+
+BACKEND_PARAMS = [_param(*case) for case in BACKEND_CASES]
+
+
+def load_or_skip(name: str, device: str | None) -> portgd.backends.Backend:
+    """The backend, or a skip carrying the reason it cannot be used here."""
+    try:
+        return portgd.get_backend(name, device)
+    except portgd.BackendError as exc:
+        pytest.skip(f"{name} on {device or 'default device'} not usable here: {exc}")
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Every backend of the registry in turn (GPU cases only where a GPU is usable)."""
+    return load_or_skip(*request.param)
+
+
+@pytest.fixture
+def numpy_backend():
+    return portgd.get_backend("numpy")
+
+
+@pytest.fixture(autouse=True)
+def _isolated_selection(monkeypatch):
+    """No test sees another test's set_backend() or PORTGD_* environment variables."""
+    monkeypatch.delenv("PORTGD_BACKEND", raising=False)
+    monkeypatch.delenv("PORTGD_DEVICE", raising=False)
+    yield
+    _registry._global_choice = None

@@ -132,6 +132,11 @@ class Backend:
         return dtype_name(dtype) in self._namespace_dtypes()
 
     # -- arrays -----------------------------------------------------------------------
+    @staticmethod
+    def is_host(x: Any) -> bool:
+        """Whether ``x`` is host data (NumPy array or scalar, Python number or list)."""
+        return is_host_data(x)
+
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library (on any device)."""
         return isinstance(x, self._array_types)

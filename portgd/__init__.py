@@ -61,3 +61,13 @@ __all__ = [
     "PortgdError",
     "ShapeError",
 ]
+
+from . import callbacks, init, layers, losses, metrics
+from .history import History
+from .linear import LinearSolution, solve_linear
+from .model import Sequential
+
+__all__ += [
+    "History", "LinearSolution", "Sequential", "solve_linear",
+    "callbacks", "init", "layers", "losses", "metrics",
+]  # fmt: skip

@@ -214,6 +214,17 @@ def backend_of(x: Any) -> Backend:
     )
 
 
+_namespaces: dict[type, Any] = {}
+
+
+def namespace_of(x: Any) -> Any:
+    """The array-API namespace of the backend that holds ``x`` (cached per array type)."""
+    xp = _namespaces.get(type(x))
+    if xp is None:
+        xp = _namespaces[type(x)] = backend_of(x).xp
+    return xp
+
+
 def to_numpy(x: Any) -> Any:
     """A host NumPy array holding the values of ``x``, an array of any registered backend."""
     return backend_of(x).to_numpy(x)

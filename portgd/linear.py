@@ -1,0 +1,75 @@
+"""Linear systems ``A x = Y`` solved by plain gradient descent on the mean squared error."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+from ._registry import backend_of, get_backend
+from .errors import InputError, ShapeError
+
+
+class LinearSolution(NamedTuple):
+    """``x``: the solution on the backend; ``losses[i]``: the loss at ``iterations[i]``."""
+
+    x: Any
+    losses: list[float]
+    iterations: list[int]
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InputError(f"{name} must be a positive int, got {value!r}")
+    return value
+
+
+def solve_linear(
+    A: Any,
+    Y: Any,
+    lr: float = 0.01,
+    iters: int = 10_000,
+    log_every: int = 1000,
+    backend: Any = None,
+    dtype: Any = "float64",
+    device: Any = None,
+) -> LinearSolution:
+    """Minimise ``L(x) = (1/N) sum_n ||A_n x - Y_n||^2`` by gradient descent from ``x = 0``.
+
+    Each step is ``x <- x - lr * (2/N) A^T (A x - Y)``. Shapes: ``A`` (N, M), ``Y`` (N,) or
+    (N, K); ``x`` (M,) or (M, K). The loss is recorded (on the device) at iterations
+    0, ``log_every``, 2 ``log_every``, ... and after the last step, and read back once.
+
+    ``A`` and ``Y`` may be host data or arrays of any backend; without ``backend=`` the
+    backend of ``A`` is used (the active backend for host data). Returns a
+    :class:`LinearSolution` ``(x, losses, iterations)``.
+    """
+    _positive_int("iters", iters)
+    _positive_int("log_every", log_every)
+    if backend is None and device is None and not get_backend("numpy").is_host(A):
+        target = backend_of(A)
+    else:
+        target = get_backend(backend, device)
+    xp = target.xp
+    A = target.asarray(A, dtype=dtype)
+    Y = target.asarray(Y, dtype=dtype)
+    if A.ndim != 2:
+        raise ShapeError(f"A must be 2-d, shaped (N, M); got shape {tuple(A.shape)}")
+    if Y.ndim not in (1, 2) or Y.shape[0] != A.shape[0]:
+        raise ShapeError(
+            f"Y must be shaped ({A.shape[0]},) or ({A.shape[0]}, K) to match A {tuple(A.shape)}; "
+            f"got {tuple(Y.shape)}"
+        )
+    n = A.shape[0]
+    step = 2.0 * float(lr) / n
+    At = A.T
+    x = xp.zeros((A.shape[1], *Y.shape[1:]), dtype=A.dtype, device=target.device)
+    recorded, iterations = [], []
+    with target.activate():
+        for i in range(iters + 1):
+            residual = A @ x - Y
+            if i % log_every == 0 or i == iters:
+                recorded.append(xp.sum(residual * residual) / n)
+                iterations.append(i)
+            if i < iters:
+                x = x - step * (At @ residual)
+        losses = target.to_numpy(xp.stack(recorded)).tolist()
+    return LinearSolution(x, losses, iterations)

@@ -1,0 +1,231 @@
+"""Sequential: a stack of layers bound to one backend, device and dtype."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from ._registry import get_backend
+from .errors import InputError, ShapeError
+from .layers import Dense, Layer, layer_from_config
+
+if TYPE_CHECKING:
+    from .losses import Loss
+    from .training import History
+
+
+class Sequential:
+    """Layers applied in order: ``forward`` left to right, ``backward`` right to left.
+
+    Args:
+        layers: the layers; each Dense's ``in_features`` must match what comes before it.
+        seed: seeds the host generator that draws the initial weights and, unless ``fit``
+            is given its own seed, the batch order. The same seed gives bit-identical
+            initial weights on every backend.
+        dtype: floating dtype of parameters and activations (name or dtype object).
+        backend, device: where the model lives (default: the active selection).
+
+    Parameters are addressed ``"<layer index>.<name>"``: ``"0.weight"``, ``"0.bias"``, ...
+    """
+
+    def __init__(
+        self,
+        layers: Iterable[Layer],
+        seed: int | None = 0,
+        dtype: Any = "float32",
+        backend: Any = None,
+        device: Any = None,
+    ) -> None:
+        self.layers = list(layers)
+        if not self.layers:
+            raise InputError("Sequential needs at least one layer")
+        features: int | None = None
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise InputError(f"item {index} of layers is {layer!r}, not a portgd layer")
+            layer.index = index
+            features = layer.output_features(features)
+        self.seed = seed
+        self.backend = get_backend(backend, device)
+        self.dtype = self.backend.dtype(dtype)
+        self.rng = self.backend.rng(seed)
+        for layer in self.layers:
+            layer.build(self.backend, self.rng, self.dtype)
+
+    # -- description ------------------------------------------------------------------
+    @property
+    def xp(self) -> Any:
+        return self.backend.xp
+
+    @property
+    def in_features(self) -> int | None:
+        first = next((layer for layer in self.layers if isinstance(layer, Dense)), None)
+        return None if first is None else first.in_features
+
+    @property
+    def out_features(self) -> int | None:
+        features = None
+        for layer in self.layers:
+            features = layer.output_features(features)
+        return features
+
+    def config(self) -> dict[str, Any]:
+        """The architecture, JSON-serialisable: ``Sequential.from_config`` rebuilds it."""
+        return {
+            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in self.layers],
+            "dtype": self.dtype_name,
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: Mapping[str, Any], backend: Any = None, device: Any = None
+    ) -> Sequential:
+        layers = [layer_from_config(layer) for layer in config["layers"]]
+        return cls(layers, seed=config.get("seed", 0), dtype=config.get("dtype", "float32"),
+                   backend=backend, device=device)
+
+    @property
+    def dtype_name(self) -> str:
+        from portgd.backends import dtype_name  # the helper lives with the backends
+
+        return dtype_name(self.dtype)
+
+    def num_parameters(self) -> int:
+        """The number of scalar parameters."""
+        return sum(math.prod(p.shape) for p in self.params.values())
+
+    def __repr__(self) -> str:
+        inner = ", ".join(repr(layer) for layer in self.layers)
+        return (f"Sequential([{inner}], dtype={self.dtype_name!r}, "
+                f"backend={self.backend.name!r}, device={self.backend.device_name!r})")
+
+    # -- parameters -------------------------------------------------------------------
+    @property
+    def params(self) -> dict[str, Any]:
+        """All parameters, keyed ``"<layer index>.<name>"``."""
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.params.items()
+        }
+
+    @params.setter
+    def params(self, new: Mapping[str, Any]) -> None:
+        for i, layer in enumerate(self.layers):
+            if layer.params:
+                layer.params = {name: new[f"{i}.{name}"] for name in layer.params}
+
+    @property
+    def grads(self) -> dict[str, Any]:
+        """The gradients stored by the last ``backward``, keyed like ``params``."""
+        return {
+            f"{i}.{name}": value
+            for i, layer in enumerate(self.layers)
+            for name, value in layer.grads.items()
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Host NumPy copies of every parameter, keyed like ``params``."""
+        return {name: self.backend.to_numpy(p).copy() for name, p in self.params.items()}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Set every parameter from host arrays (or this backend's arrays), checking shapes."""
+        current = self.params
+        missing = sorted(set(current) - set(state))
+        unexpected = sorted(set(state) - set(current))
+        if missing or unexpected:
+            raise InputError(
+                f"state dict does not fit this model: missing {missing}, unexpected {unexpected}"
+            )
+        new = {}
+        for name, value in state.items():
+            if tuple(value.shape) != tuple(current[name].shape):
+                raise ShapeError(
+                    f"parameter {name!r} is shaped {tuple(current[name].shape)} in this model "
+                    f"but {tuple(value.shape)} in the state dict"
+                )
+            new[name] = self.backend.asarray(value, dtype=self.dtype)
+        self.params = new
+
+    def to(self, backend: Any, device: Any = None) -> Sequential:
+        """Move the model to another backend or device (through the host); returns self."""
+        target = get_backend(backend, device)
+        if target == self.backend:
+            return self
+        state = self.state_dict()
+        self.backend = target
+        self.dtype = target.dtype(self.dtype_name)
+        for layer in self.layers:
+            layer.xp = target.xp
+        self.load_state_dict(state)
+        return self
+
+    # -- computing --------------------------------------------------------------------
+    def forward(self, x: Any) -> Any:
+        """The output for a batch ``x`` shaped ``(N, in_features)``; keeps what backward needs."""
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    __call__ = forward
+
+    def backward(self, dout: Any, start: int | None = None) -> None:
+        """Backpropagate ``dL/d(output of layer start)`` (default: the last layer).
+
+        Stores every parameter gradient. The first layer's input gradient is not needed
+        and not computed.
+        """
+        last = len(self.layers) - 1 if start is None else start
+        for layer in reversed(self.layers[1 : last + 1]):
+            dout = layer.backward(dout)
+        first = self.layers[0]
+        if last >= 0:
+            if isinstance(first, Dense):
+                first.backward(dout, need_input_grad=False)
+            else:
+                first.backward(dout)
+
+    def loss_and_backward(self, yhat: Any, y: Any, loss: Loss) -> Any:
+        """Compute ``loss`` on the last forward's output, backpropagate, return the loss.
+
+        Uses the fused stable gradient when the last layer is the activation the loss fuses
+        with (Sigmoid + BinaryCrossEntropy, Softmax + CategoricalCrossEntropy).
+        """
+        last = self.layers[-1]
+        if loss.fuses_with is not None and type(last) is loss.fuses_with:
+            value, dz = loss.fused(last.logits, y)
+            self.backward(dz, start=len(self.layers) - 2)
+        else:
+            value, dout = loss(yhat, y)
+            self.backward(dout)
+        return value
+
+    def input(self, x: Any, what: str = "x") -> Any:
+        """``x`` as an array of this model's backend, device and dtype.
+
+        Host data is transferred; integer data is converted exactly to the float dtype;
+        arrays of another backend or device raise BackendMismatchError.
+        """
+        return self.backend.asarray(x, dtype=self.dtype) if x is not None else None
+
+    def predict(self, x: Any, batch_size: int | None = None) -> Any:
+        """The model's output for ``x`` (host data or this backend's arrays)."""
+        x = self.input(x)
+        if batch_size is None or x.shape[0] <= batch_size:
+            return self.forward(x)
+        parts = [self.forward(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        return self.xp.concat(parts, axis=0)
+
+    def fit(self, x: Any, y: Any, **kwargs: Any) -> History:
+        """Train with mini-batch gradient descent; see :func:`portgd.training.fit`."""
+        from .training import fit
+
+        return fit(self, x, y, **kwargs)
+
+    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
+        """Loss and metrics on ``(x, y)``; see :func:`portgd.training.evaluate`."""
+        from .training import evaluate
+
+        return evaluate(self, x, y, **kwargs)

@@ -1,0 +1,287 @@
+"""The training loop: mini-batch gradient descent with device-side bookkeeping.
+
+Data is moved to the model's device once. Each epoch draws its batch order on the host from
+the seeded generator (so every backend sees the same batches), transfers the permutation once
+and gathers the epoch's data on the device; batches are slices of that. Inside a step nothing
+is read back to the host: the loss and metrics are added up on the device and read once per
+epoch (and, with a progress bar, a few times per epoch).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from . import losses as losses_module
+from . import metrics as metrics_module
+from .callbacks import Callback, CallbackList
+from .errors import DatasetError, InputError, NonFiniteLossError, ShapeError
+from .history import History
+
+if TYPE_CHECKING:
+    from .losses import Loss
+    from .model import Sequential
+
+PROGRESS_UPDATES_PER_EPOCH = 10
+
+
+def _host(model: Sequential, y: Any) -> Any:
+    """Targets on the host for one-time validation (a single read before training)."""
+    backend = model.backend
+    if backend.is_host(y):
+        return backend.host.asarray(y)
+    backend.check(y, "y")
+    return backend.to_numpy(y)
+
+
+def prepare(model: Sequential, x: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
+    """Validate ``(x, y)`` once and return them on the model's device.
+
+    ``x`` becomes the model's float dtype. Class labels for CategoricalCrossEntropy become
+    one-hot rows; ``(N,)`` targets for a one-output model become ``(N, 1)``.
+    """
+    x = model.input(x)
+    host_y = _host(model, y)
+    if x.ndim != 2:
+        raise ShapeError(f"x must be 2-d, shaped (samples, features); got shape {tuple(x.shape)}")
+    if host_y.shape[0] != x.shape[0]:
+        raise ShapeError(
+            f"x has {x.shape[0]} samples but y has {host_y.shape[0]}; they must match"
+        )
+    outputs = model.out_features
+    if host_y.dtype.kind not in "biuf":
+        raise InputError(f"targets must be numeric, got dtype {host_y.dtype}")
+    loss.check_targets(host_y, outputs)
+    if isinstance(loss, losses_module.CategoricalCrossEntropy) and host_y.ndim == 1:
+        labels = model.backend.asarray(host_y)
+        y = losses_module.one_hot(model.xp, labels, outputs, model.dtype)
+    else:
+        if host_y.ndim == 1 and outputs == 1:
+            host_y = host_y.reshape(-1, 1)
+        y = model.backend.asarray(host_y, dtype=model.dtype)
+    if outputs is not None and (y.ndim != 2 or y.shape[1] != outputs):
+        raise ShapeError(
+            f"targets shaped {tuple(host_y.shape)} do not fit a model with {outputs} outputs"
+        )
+    return x, y
+
+
+def _decision_threshold(loss: Loss) -> float:
+    return 0.0 if getattr(loss, "from_logits", False) and not isinstance(
+        loss, losses_module.CategoricalCrossEntropy) else 0.5
+
+
+def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
+    if not 0.0 <= fraction < 1.0:
+        raise InputError(f"validation_split must be in [0, 1), got {fraction!r}")
+    n = x.shape[0]
+    n_val = round(n * fraction)
+    if fraction > 0 and (n_val == 0 or n_val == n):
+        raise DatasetError(
+            f"validation_split={fraction} of {n} samples leaves "
+            f"{n - n_val} for training and {n_val} for validation; both need at least one"
+        )
+    cut = n - n_val
+    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+
+
+class _Accumulator:
+    """Sums of the loss and the metrics over an epoch, kept on the device."""
+
+    def __init__(self, metrics: Sequence[metrics_module.Metric]) -> None:
+        self.metrics = metrics
+        self.loss_sum: Any = 0.0
+        self.sums: list[Any] = [0.0] * len(metrics)
+        self.batch_losses: list[Any] = []
+        self.samples = 0
+
+    def add(self, value: Any, yhat: Any, y: Any) -> None:
+        n = yhat.shape[0]
+        self.batch_losses.append(value)
+        self.loss_sum = self.loss_sum + value * n
+        self.sums = [s + m.batch_sum(yhat, y) for s, m in zip(self.sums, self.metrics, strict=True)]
+        self.samples += n
+
+    def read(self, backend: Any, prefix: str = "") -> dict[str, float]:
+        """One host read of everything accumulated; means per sample."""
+        xp = backend.xp
+        values = [xp.reshape(xp.asarray(v), (1,)) for v in (self.loss_sum, *self.sums)]
+        host = backend.to_numpy(xp.concat(values)) / max(self.samples, 1)
+        names = ["loss", *(m.name for m in self.metrics)]
+        return {prefix + name: float(v) for name, v in zip(names, host, strict=True)}
+
+    def first_nonfinite_batch(self, backend: Any) -> int | None:
+        xp = backend.xp
+        host = backend.to_numpy(xp.stack([xp.asarray(v) for v in self.batch_losses]))
+        bad = [i for i, v in enumerate(host.tolist()) if not math.isfinite(v)]
+        return bad[0] if bad else None
+
+
+def _progress(verbose: int, epoch: int, epochs: int, n_batches: int) -> Any:
+    if not verbose:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True)
+
+
+def fit(
+    model: Sequential,
+    x: Any,
+    y: Any,
+    loss: str | Loss = "mse",
+    optimizer: Any = "adam",
+    epochs: int = 1,
+    batch_size: int = 32,
+    shuffle: bool = True,
+    validation_data: tuple[Any, Any] | None = None,
+    validation_split: float = 0.0,
+    metrics: Sequence[str | metrics_module.Metric] = (),
+    callbacks: Sequence[Callback] = (),
+    verbose: int = 1,
+    seed: int | None = None,
+    stop_on_nonfinite: bool = True,
+) -> History:
+    """Train ``model`` on ``(x, y)`` by mini-batch gradient descent; returns a History.
+
+    Args:
+        x: ``(N, in_features)`` host data or arrays of the model's backend and device.
+        y: targets: ``(N, outputs)``; ``(N,)`` for one output; integer labels ``(N,)`` for
+            CategoricalCrossEntropy.
+        loss: a Loss or its name (``"mse"``, ``"bce"``, ``"ce"``).
+        optimizer: an Optimizer or its name (``"sgd"``, ``"adam"``, ...; default settings).
+        epochs, batch_size: passes over the data and samples per step (the last batch of an
+            epoch may be smaller).
+        shuffle: draw a new batch order every epoch from the host generator.
+        validation_data / validation_split: held-out data evaluated after every epoch; the
+            split takes the last fraction of ``(x, y)`` before shuffling.
+        metrics: names or Metric objects, reported for training and validation data.
+        callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
+        verbose: 1 shows a progress bar per epoch; 0 prints nothing.
+        seed: seeds the batch order; None continues the model's own generator.
+        stop_on_nonfinite: raise NonFiniteLossError when an epoch's loss is NaN or infinite
+            (read once per epoch); False keeps training.
+    """
+    from .optim import Optimizer, make_optimizer
+
+    loss = losses_module.get(loss)
+    if not isinstance(optimizer, Optimizer):
+        optimizer = make_optimizer(optimizer)
+    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a positive int, got {value!r}")
+    backend, xp = model.backend, model.xp
+    x, y = prepare(model, x, y, loss)
+    if validation_data is not None:
+        if validation_split:
+            raise InputError("pass validation_data or validation_split, not both")
+        validation = prepare(model, *validation_data, loss)
+    elif validation_split:
+        (x, y), validation = _split(x, y, validation_split)
+    else:
+        validation = None
+    n = x.shape[0]
+    if n < batch_size:
+        raise DatasetError(
+            f"the training data has {n} samples, fewer than batch_size={batch_size}; "
+            f"use batch_size <= {n} or more data"
+        )
+    threshold = _decision_threshold(loss)
+    bound = [metrics_module.get(m).bind(xp, threshold) for m in metrics]
+    rng = model.rng if seed is None else backend.rng(seed)
+    model.loss, model.optimizer, model.stop_training = loss, optimizer, False
+    history = History()
+    hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history)
+    hooks.on_train_begin()
+    n_batches = math.ceil(n / batch_size)
+    log_every = max(1, n_batches // PROGRESS_UPDATES_PER_EPOCH)
+    with backend.activate():
+        for epoch in range(epochs):
+            hooks.on_epoch_begin(epoch)
+            if shuffle:
+                order = backend.asarray(rng.permutation(n))
+                xe, ye = xp.take(x, order, axis=0), xp.take(y, order, axis=0)
+            else:
+                xe, ye = x, y
+            bar = _progress(verbose, epoch, epochs, n_batches)
+            totals = _Accumulator(bound)
+            started = time.perf_counter()
+            for b, start in enumerate(range(0, n, batch_size)):
+                xb, yb = xe[start : start + batch_size], ye[start : start + batch_size]
+                yhat = model.forward(xb)
+                totals.add(model.loss_and_backward(yhat, yb, loss), yhat, yb)
+                optimizer.update(model)
+                if bar is not None and ((b + 1) % log_every == 0 or b + 1 == n_batches):
+                    bar.update((b + 1) - bar.n)
+                    rate = totals.samples / max(time.perf_counter() - started, 1e-9)
+                    bar.set_postfix(totals.read(backend), samples_per_s=f"{rate:.0f}")
+            logs = totals.read(backend)
+            if validation is not None:
+                logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_"))
+            if bar is not None:
+                bar.set_postfix(logs)
+                bar.close()
+            history.append(epoch, logs)
+            hooks.on_epoch_end(epoch, logs)
+            if not math.isfinite(logs["loss"]) and stop_on_nonfinite and not model.stop_training:
+                batch = totals.first_nonfinite_batch(backend)
+                raise NonFiniteLossError(
+                    f"the training loss became {logs['loss']} in epoch {epoch + 1} "
+                    f"(first at batch {batch}, samples {batch * batch_size} to "
+                    f"{min((batch + 1) * batch_size, n) - 1} of the epoch's order). "
+                    f"Lower the learning rate, standardise the inputs or clip gradients; "
+                    f"pass stop_on_nonfinite=False to keep training."
+                )
+            if model.stop_training:
+                break
+    hooks.on_train_end()
+    return history
+
+
+def _evaluate(
+    model: Sequential,
+    x: Any,
+    y: Any,
+    loss: Loss,
+    metrics: Sequence[metrics_module.Metric],
+    batch_size: int | None,
+    prefix: str = "",
+) -> dict[str, float]:
+    n = x.shape[0]
+    step = n if batch_size is None else batch_size
+    totals = _Accumulator(metrics)
+    for start in range(0, n, step):
+        xb, yb = x[start : start + step], y[start : start + step]
+        yhat = model.forward(xb)
+        last = model.layers[-1]
+        if loss.fuses_with is not None and type(last) is loss.fuses_with:
+            value = loss.fused(last.logits, yb)[0]
+        else:
+            value = loss.value(yhat, yb)
+        totals.add(value, yhat, yb)
+    return totals.read(model.backend, prefix)
+
+
+def evaluate(
+    model: Sequential,
+    x: Any,
+    y: Any,
+    loss: str | Loss | None = None,
+    metrics: Sequence[str | metrics_module.Metric] = (),
+    batch_size: int | None = None,
+) -> dict[str, float]:
+    """The mean loss and metrics of ``model`` on ``(x, y)``, as host floats.
+
+    ``loss`` defaults to the loss of the last ``fit``.
+    """
+    if loss is None:
+        loss = getattr(model, "loss", None)
+        if loss is None:
+            raise InputError("evaluate needs loss=...: this model has not been fitted yet")
+    loss = losses_module.get(loss)
+    x, y = prepare(model, x, y, loss)
+    bound = [metrics_module.get(m).bind(model.xp, _decision_threshold(loss)) for m in metrics]
+    with model.backend.activate():
+        return _evaluate(model, x, y, loss, bound, batch_size)

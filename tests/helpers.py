@@ -1,0 +1,28 @@
+"""Shared test helpers: finite differences and host conversion."""
+
+from __future__ import annotations
+
+import numpy as np
+
+EPS = 1e-6
+
+
+def numeric_grad(f, x: np.ndarray, eps: float = EPS) -> np.ndarray:
+    """Central differences of the scalar function ``f`` at the host float64 array ``x``."""
+    grad = np.zeros_like(x)
+    for index in np.ndindex(x.shape):
+        saved = x[index]
+        x[index] = saved + eps
+        up = f(x)
+        x[index] = saved - eps
+        down = f(x)
+        x[index] = saved
+        grad[index] = (up - down) / (2 * eps)
+    return grad
+
+
+def float64_or_skip(backend):
+    import pytest
+
+    if not backend.supports("float64"):
+        pytest.skip(f"{backend} has no float64")

@@ -62,12 +62,31 @@ __all__ = [
     "ShapeError",
 ]
 
-from . import callbacks, init, layers, losses, metrics
+from . import callbacks, init, layers, losses, metrics, optim, schedules
 from .history import History
 from .linear import LinearSolution, solve_linear
-from .model import Sequential
+from .model import Sequential, mlp
 
 __all__ += [
-    "History", "LinearSolution", "Sequential", "solve_linear",
-    "callbacks", "init", "layers", "losses", "metrics",
+    "History", "LinearSolution", "Sequential", "mlp", "solve_linear",
+    "callbacks", "init", "layers", "losses", "metrics", "optim", "schedules",
+    "Checkpoint", "datasets", "load", "save",
 ]  # fmt: skip
+
+# Host-I/O modules import NumPy; they load on first use so that `import portgd` stays light.
+_LAZY = {
+    "datasets": ("portgd.datasets", None),
+    "save": ("portgd.checkpoint", "save"),
+    "load": ("portgd.checkpoint", "load"),
+    "Checkpoint": ("portgd.checkpoint", "Checkpoint"),
+}
+
+
+def __getattr__(name: str):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'portgd' has no attribute {name!r}")
+    import importlib
+
+    module_name, attribute = _LAZY[name]
+    module = importlib.import_module(module_name)
+    return module if attribute is None else getattr(module, attribute)

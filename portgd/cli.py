@@ -1,4 +1,4 @@
-"""The ``portgd`` command line.
+"""The ``portgd`` command line: train, evaluate, solve, bench, backends.
 
 User errors (a bad option, a missing file, an unusable backend) print one line on stderr
 and exit with status 2; no traceback.
@@ -7,19 +7,46 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
 from . import __version__
-from ._registry import available_backends
-from .errors import PortgdError
+from ._registry import available_backends, get_backend
+from .errors import InputError, PortgdError
 
 USER_ERROR = 2
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports bad options as one line and status 2 (argparse's own code)."""
+
+    def error(self, message: str) -> Any:
+        self.exit(USER_ERROR, f"{self.prog}: error: {message}\n")
+
+
+def _hidden(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()] if text.strip() else []
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"--hidden takes comma-separated layer widths such as 128,64; got {text!r}"
+        ) from None
+    if any(size < 1 for size in sizes):
+        raise argparse.ArgumentTypeError(f"--hidden widths must be positive; got {text!r}")
+    return sizes
+
+
+# -- portgd backends ---------------------------------------------------------------------
 def _cmd_backends(args: argparse.Namespace) -> int:
+    infos = available_backends()
+    if args.json:
+        print(json.dumps([info.__dict__ for info in infos], indent=2))
+        return 0
     rows = [("backend", "usable", "devices", "version", "float64", "reason")]
-    for info in available_backends():
+    for info in infos:
         rows.append((
             info.name,
             "yes" if info.usable else "no",
@@ -35,16 +62,256 @@ def _cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- portgd train --------------------------------------------------------------------------
+def _loss_and_output(loss: str, num_classes: int | None) -> tuple[str, str, int]:
+    """(loss name, output activation, output width) for a task."""
+    if loss == "auto":
+        loss = "mse" if num_classes is None else ("bce" if num_classes == 2 else "ce")
+    if loss == "bce":
+        if num_classes != 2:
+            raise InputError(
+                f"--loss bce needs a two-class dataset; this one has "
+                f"{num_classes or 'continuous'} targets. Use --loss ce or --loss mse."
+            )
+        return loss, "sigmoid", 1
+    if loss == "ce":
+        if num_classes is None:
+            raise InputError("--loss ce needs class labels; this dataset is a regression task")
+        return loss, "softmax", num_classes
+    if num_classes is not None:
+        raise InputError("--loss mse needs continuous targets; for class labels use bce or ce")
+    return loss, "identity", 1
+
+
+def _train_data(args: argparse.Namespace, backend: Any) -> tuple[Any, Any]:
+    from . import datasets
+
+    data = datasets.load(args.dataset, backend=backend, dtype=args.dtype)
+    return data.split(args.test_size, seed=args.seed, stratify=data.num_classes is not None)
+
+
+def _loss_object(loss: str) -> Any:
+    """The model ends in the activation the loss fuses with, so losses take probabilities."""
+    from . import losses
+
+    if loss == "bce":
+        return losses.BinaryCrossEntropy(from_logits=False)
+    if loss == "ce":
+        return losses.CategoricalCrossEntropy(from_logits=False)
+    return losses.MSE()
+
+
+def _targets_for(loss: str, y: Any, xp: Any) -> Any:
+    """Class indices stay labels for CE; BCE and MSE take float targets shaped (N, 1)."""
+    return y if loss == "ce" else xp.reshape(y, (-1, 1))
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import optim
+    from .checkpoint import load, save
+    from .model import mlp
+
+    backend = get_backend(args.backend, args.device)
+    train, test = _train_data(args, backend)
+    loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
+    if args.resume:
+        model, optimizer, meta = load(args.resume, backend=backend)
+        if model.in_features != train.n_features or model.out_features != outputs:
+            raise InputError(
+                f"the checkpoint {args.resume} is a model for {model.in_features} features and "
+                f"{model.out_features} outputs; --dataset {args.dataset} needs "
+                f"{train.n_features} and {outputs}"
+            )
+        first_epoch = int(meta.get("epoch", 0))
+        if optimizer is None:
+            optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
+    else:
+        model = mlp(train.n_features, args.hidden, outputs, activation=args.activation,
+                    output=output, seed=args.seed, dtype=args.dtype, backend=backend)
+        optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
+        first_epoch = 0
+    metrics = () if train.num_classes is None else ("accuracy",)
+    xp = backend.xp
+    if not args.json:
+        print(f"portgd {__version__}: {train.name} ({train.n_samples} train, "
+              f"{test.n_samples} test, {train.n_features} features) on {backend.name} "
+              f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
+              f"optimizer {type(optimizer).__name__} lr={optimizer.lr:g}")
+    history = model.fit(
+        train.X, _targets_for(loss, train.y, xp), loss=_loss_object(loss), optimizer=optimizer,
+        epochs=args.epochs, batch_size=min(args.batch_size, train.n_samples),
+        metrics=metrics, verbose=0 if args.json or args.quiet else 1,
+        validation_data=(test.X, _targets_for(loss, test.y, xp)),
+    )
+    final = model.evaluate(test.X, _targets_for(loss, test.y, xp), metrics=metrics)
+    epochs_done = first_epoch + len(history)
+    if args.save:
+        save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset)
+    if args.plot:
+        history.plot(args.plot)
+    summary = {
+        "dataset": args.dataset, "backend": backend.name, "device": backend.device_name,
+        "dtype": args.dtype, "epochs": epochs_done, "parameters": model.num_parameters(),
+        "train_loss": history["loss"][-1], "test_loss": final["loss"],
+        "test_accuracy": final.get("accuracy"), "history": history.to_dict(),
+        "saved": args.save, "plot": args.plot,
+    }
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        accuracy = final.get("accuracy")
+        result = f"held-out accuracy {accuracy:.4f}" if accuracy is not None else (
+            f"held-out loss {final['loss']:.6g}")
+        print(f"done: {epochs_done} epochs, {result} on {test.n_samples} samples")
+        for what, where in (("checkpoint", args.save), ("plot", args.plot)):
+            if where:
+                print(f"{what} written to {where}")
+    return 0
+
+
+# -- portgd evaluate -----------------------------------------------------------------------
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import datasets
+    from .checkpoint import load
+
+    backend = get_backend(args.backend, args.device)
+    model, _, meta = load(args.checkpoint, backend=backend)
+    spec = args.dataset or meta.get("dataset") or "digits01"
+    data = datasets.load(spec, backend=backend, dtype=model.dtype_name)
+    if args.split == "test":
+        _, data = data.split(args.test_size, seed=args.seed,
+                             stratify=data.num_classes is not None)
+    loss, _, outputs = _loss_and_output(args.loss, data.num_classes)
+    if model.in_features != data.n_features or model.out_features != outputs:
+        raise InputError(
+            f"the checkpoint is a model for {model.in_features} features and "
+            f"{model.out_features} outputs; --dataset {spec} has {data.n_features} features "
+            f"and needs {outputs} outputs"
+        )
+    metrics = () if data.num_classes is None else ("accuracy",)
+    result = model.evaluate(data.X, _targets_for(loss, data.y, backend.xp), loss=_loss_object(loss),
+                            metrics=metrics)
+    result = {"dataset": spec, "samples": data.n_samples, **result}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
+                        for k, v in result.items()))
+    return 0
+
+
+# -- portgd solve --------------------------------------------------------------------------
+WORKED_A = [[5.0, 1.0, -1.0], [2.0, -1.0, 1.0], [1.0, 3.0, -2.0]]
+WORKED_Y = [1.0, 4.0, 0.0]
+
+
+def _matrix_file(path: str, what: str) -> Any:
+    import numpy as np
+
+    file = Path(path)
+    if not file.is_file():
+        raise InputError(f"{what} file {path} does not exist")
+    try:
+        if file.suffix == ".npy":
+            return np.load(file, allow_pickle=False)
+        return np.loadtxt(file, delimiter=",", ndmin=1)
+    except ValueError as exc:
+        raise InputError(f"cannot read {what} from {path}: {exc}") from None
+
+
+def _cmd_solve(args: argparse.Namespace) -> int:
+    from .linear import solve_linear
+
+    if (args.A is None) != (args.Y is None):
+        raise InputError("give both --A and --Y, or neither for the worked 3x3 example")
+    A = WORKED_A if args.A is None else _matrix_file(args.A, "--A")
+    Y = WORKED_Y if args.Y is None else _matrix_file(args.Y, "--Y")
+    backend = get_backend(args.backend, args.device)
+    result = solve_linear(A, Y, lr=args.lr, iters=args.iters, log_every=args.log_every,
+                          backend=backend, dtype=args.dtype)
+    x = backend.to_numpy(result.x)
+    if args.json:
+        print(json.dumps({"x": x.tolist(), "iterations": result.iterations,
+                          "losses": result.losses}))
+        return 0
+    for iteration, loss in zip(result.iterations, result.losses, strict=True):
+        print(f"iteration {iteration:>8d}  loss {loss:.12g}")
+    print("x =", " ".join(f"{v:.10g}" for v in x.ravel()))
+    return 0
+
+
+# -- parser --------------------------------------------------------------------------------
+def _where(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--backend", default=None,
+                        help="numpy, torch, cupy, array_api_strict, ... (default: PORTGD_BACKEND "
+                             "or numpy)")
+    parser.add_argument("--device", default=None, help="cpu, cuda:0, device1, ...")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="portgd",
         description="Gradient descent and MLPs on NumPy, CuPy, PyTorch or any array-API backend.",
     )
     parser.add_argument("--version", action="version", version=f"portgd {__version__}")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     commands.required = True
+
     backends = commands.add_parser("backends", help="list registered backends and their status")
+    backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.set_defaults(run=_cmd_backends)
+
+    train = commands.add_parser(
+        "train", help="train an MLP (default: digits 0-vs-1)",
+        description="Train a multi-layer perceptron and report held-out accuracy.")
+    _where(train)
+    train.add_argument("--dataset", default="digits01",
+                       help="digits | digits01 | mnist:PATH | synthetic (default: digits01)")
+    train.add_argument("--hidden", type=_hidden, default=[64, 32],
+                       help="hidden layer widths, comma-separated (default: 64,32)")
+    train.add_argument("--activation", default="relu",
+                       choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+    train.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
+                       help="auto: bce for two classes, ce for more, mse for regression")
+    train.add_argument("--optimizer", default="adam",
+                       choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
+    train.add_argument("--epochs", type=int, default=20)
+    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--test-size", type=float, default=0.2,
+                       help="held-out fraction (default: 0.2)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--save", metavar="PATH", help="write a checkpoint after training")
+    train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
+    train.add_argument("--plot", metavar="PNG", help="draw the training curves")
+    train.add_argument("--json", action="store_true", help="print a JSON summary only")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.set_defaults(run=_cmd_train)
+
+    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a dataset")
+    evaluate.add_argument("checkpoint")
+    _where(evaluate)
+    evaluate.add_argument("--dataset", default=None,
+                          help="dataset spec (default: the one saved in the checkpoint)")
+    evaluate.add_argument("--split", choices=["test", "all"], default="test",
+                          help="the held-out part (same split as train) or all samples")
+    evaluate.add_argument("--test-size", type=float, default=0.2)
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"])
+    evaluate.add_argument("--json", action="store_true")
+    evaluate.set_defaults(run=_cmd_evaluate)
+
+    solve = commands.add_parser("solve", help="solve A x = Y by gradient descent")
+    _where(solve)
+    solve.add_argument("--A", metavar="FILE", help=".npy or CSV matrix (default: worked 3x3)")
+    solve.add_argument("--Y", metavar="FILE", help=".npy or CSV right-hand side")
+    solve.add_argument("--lr", type=float, default=0.01)
+    solve.add_argument("--iters", type=int, default=10_000)
+    solve.add_argument("--log-every", type=int, default=1000)
+    solve.add_argument("--dtype", default="float64", choices=["float32", "float64"])
+    solve.add_argument("--json", action="store_true")
+    solve.set_defaults(run=_cmd_solve)
     return parser
 
 

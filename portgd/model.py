@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -13,6 +14,41 @@ from .layers import Dense, Layer, layer_from_config
 if TYPE_CHECKING:
     from .losses import Loss
     from .training import History
+
+
+def mlp(
+    in_features: int,
+    hidden: Iterable[int],
+    out_features: int,
+    activation: str = "relu",
+    output: str = "identity",
+    init: str | None = None,
+    **kwargs: Any,
+) -> Sequential:
+    """A multi-layer perceptron: Dense layers of the given widths with ``activation`` between.
+
+    ``output`` is the activation after the last Dense (``"sigmoid"``, ``"softmax"``,
+    ``"identity"``). ``init`` defaults to ``he_uniform`` for ReLU-like activations and
+    ``glorot_uniform`` otherwise. ``kwargs`` go to :class:`Sequential`.
+    """
+    from .layers import ACTIVATIONS
+
+    for name in (activation, output):
+        if name not in ACTIVATIONS:
+            raise InputError(
+                f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
+            )
+    if init is None:
+        init = "he_uniform" if activation in ("relu", "leaky_relu") else "glorot_uniform"
+    widths = [in_features, *hidden, out_features]
+    layers: list[Layer] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        last = i == len(widths) - 2
+        layers.append(Dense(a, b, init="glorot_uniform" if last else init))
+        name = output if last else activation
+        if ACTIVATIONS[name] is not ACTIVATIONS["identity"] or not last:
+            layers.append(ACTIVATIONS[name]())
+    return Sequential(layers, **kwargs)
 
 
 class Sequential:
@@ -215,7 +251,8 @@ class Sequential:
         x = self.input(x)
         if batch_size is None or x.shape[0] <= batch_size:
             return self.forward(x)
-        parts = [self.forward(x[i : i + batch_size]) for i in range(0, x.shape[0], batch_size)]
+        n = x.shape[0]
+        parts = [self.forward(x[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
         return self.xp.concat(parts, axis=0)
 
     def fit(self, x: Any, y: Any, **kwargs: Any) -> History:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -68,6 +69,20 @@ def prepare(model: Sequential, x: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
     return x, y
 
 
+def _warn_double_activation(model: Sequential, loss: Loss) -> None:
+    last = type(model.layers[-1])
+    expects = {losses_module.BinaryCrossEntropy: "Sigmoid",
+               losses_module.CategoricalCrossEntropy: "Softmax"}.get(type(loss))
+    if getattr(loss, "from_logits", False) and last.__name__ == expects:
+        warnings.warn(
+            f"the model ends in {expects} but {type(loss).__name__}(from_logits=True) "
+            f"expects logits, so the activation is applied twice; pass from_logits=False "
+            f"(portgd then uses the fused, stable gradient) or drop the last {expects}",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 def _decision_threshold(loss: Loss) -> float:
     return 0.0 if getattr(loss, "from_logits", False) and not isinstance(
         loss, losses_module.CategoricalCrossEntropy) else 0.5
@@ -84,7 +99,7 @@ def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any,
             f"{n - n_val} for training and {n_val} for validation; both need at least one"
         )
     cut = n - n_val
-    return (x[:cut], y[:cut]), (x[cut:], y[cut:])
+    return (x[:cut, ...], y[:cut, ...]), (x[cut:, ...], y[cut:, ...])
 
 
 class _Accumulator:
@@ -167,6 +182,7 @@ def fit(
     from .optim import Optimizer, make_optimizer
 
     loss = losses_module.get(loss)
+    _warn_double_activation(model, loss)
     if not isinstance(optimizer, Optimizer):
         optimizer = make_optimizer(optimizer)
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
@@ -209,7 +225,8 @@ def fit(
             totals = _Accumulator(bound)
             started = time.perf_counter()
             for b, start in enumerate(range(0, n, batch_size)):
-                xb, yb = xe[start : start + batch_size], ye[start : start + batch_size]
+                stop = min(start + batch_size, n)
+                xb, yb = xe[start:stop, ...], ye[start:stop, ...]
                 yhat = model.forward(xb)
                 totals.add(model.loss_and_backward(yhat, yb, loss), yhat, yb)
                 optimizer.update(model)
@@ -253,7 +270,8 @@ def _evaluate(
     step = n if batch_size is None else batch_size
     totals = _Accumulator(metrics)
     for start in range(0, n, step):
-        xb, yb = x[start : start + step], y[start : start + step]
+        stop = min(start + step, n)
+        xb, yb = x[start:stop, ...], y[start:stop, ...]
         yhat = model.forward(xb)
         last = model.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:

@@ -144,11 +144,19 @@ class Backend:
     def device_of(self, x: Any) -> Any:
         return x.device
 
+    def holds(self, x: Any) -> bool:
+        """Whether ``x`` is an array of this backend on its device."""
+        if not isinstance(x, self._array_types):
+            return False
+        device = self.device_of(x)
+        return device is self.device or device == self.device or self.same_device(
+            device, self.device)
+
     def check(self, x: Any, what: str = "array") -> None:
         """Raise BackendMismatchError unless ``x`` is an array on this backend and device."""
+        if self.holds(x):
+            return
         if self.owns(x):
-            if self.same_device(self.device_of(x), self.device):
-                return
             found = f"{self.name} on device {device_string(self.device_of(x))!r}"
         else:
             found = f"a {type(x).__module__}.{type(x).__name__}"
@@ -161,29 +169,32 @@ class Backend:
     def same_device(self, a: Any, b: Any) -> bool:
         return device_string(a) == device_string(b)
 
-    def asarray(self, x: Any, dtype: Any = None) -> Any:
+    def asarray(self, x: Any, dtype: Any = None, copy: bool | None = None) -> Any:
         """An array on this backend and device from host data or one of its own arrays.
 
         Host data (NumPy arrays, Python numbers and lists) is transferred. An array of
         another library, or of this library on another device, raises
         BackendMismatchError: portgd never moves data between devices silently.
         Integer or boolean data asked for as a float dtype is converted exactly.
+        ``copy=True`` always returns a new array (the default may share host memory).
         """
         xp_dtype = None if dtype is None else self.dtype(dtype)
         if not is_host_data(x):
             self.check(x)
-            return x if xp_dtype is None or x.dtype == xp_dtype else self.xp.astype(x, xp_dtype)
+            if xp_dtype is not None and x.dtype != xp_dtype:
+                return self.xp.astype(x, xp_dtype)
+            return self.xp.asarray(x, copy=True) if copy else x
         host = np.asarray(x)
         if host.dtype == object:
             raise InputError(f"cannot make an array from {type(x).__name__} of mixed objects")
         if host.dtype.kind not in "biufc":
             raise InputError(f"cannot make a numeric array from data of dtype {host.dtype}")
-        return self._from_host(host, xp_dtype)
+        if dtype is not None:
+            host = host.astype(dtype_name(xp_dtype), copy=False)
+        return self._from_host(host, copy)
 
-    def _from_host(self, host: np.ndarray, dtype: Any) -> Any:
-        if dtype is None:
-            return self.xp.asarray(host, device=self.device)
-        return self.xp.asarray(host.astype(dtype_name(dtype), copy=False), device=self.device)
+    def _from_host(self, host: np.ndarray, copy: bool | None) -> Any:
+        return self.xp.asarray(host, device=self.device, copy=copy)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         """A host NumPy copy of ``x`` (the only road from the device to the host)."""

@@ -81,9 +81,9 @@ class CupyBackend(Backend):
         with self.device:
             return self._cupy.asnumpy(x)
 
-    def _from_host(self, host: np.ndarray, dtype: Any) -> Any:
+    def _from_host(self, host: np.ndarray, copy: bool | None) -> Any:
         with self.device:
-            return super()._from_host(host, dtype)
+            return super()._from_host(host, copy)
 
     def synchronize(self) -> None:
         self.device.synchronize()

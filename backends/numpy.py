@@ -7,6 +7,7 @@ from typing import Any
 import numpy as np
 
 from ._base import Backend, backend_factory, unknown_device
+from .numpy_fast import FAST_PATHS
 
 
 @backend_factory(library="numpy", install_hint="pip install 'numpy>=2'")
@@ -14,7 +15,7 @@ def create(device: Any = None) -> Backend:
     """The NumPy backend; its only device is ``"cpu"``."""
     if device not in (None, "cpu"):
         raise unknown_device("numpy", device, ["cpu"])
-    return Backend(
+    backend = Backend(
         "numpy",
         np,
         "cpu",
@@ -22,3 +23,5 @@ def create(device: Any = None) -> Backend:
         version=np.__version__,
         array_types=(np.ndarray, np.generic),
     )
+    backend.fast.update(FAST_PATHS)
+    return backend

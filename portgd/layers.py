@@ -33,9 +33,13 @@ class Layer:
         """The number of output features for ``in_features`` inputs (None: unknown)."""
         return in_features
 
+    def bind(self, backend: Any) -> None:
+        """Take ``xp`` (and any fast paths) from ``backend``; parameters are not touched."""
+        self.xp = backend.xp
+
     def build(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Bind the layer to ``backend`` and draw its parameters from the host ``rng``."""
-        self.xp = backend.xp
+        self.bind(backend)
 
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serialisable (for checkpoints)."""
@@ -133,15 +137,30 @@ class Identity(Layer):
     """``y = x``."""
 
 
+def relu_backward(x: Any, dout: Any, xp: Any) -> Any:
+    """``dout`` where ``x > 0``, else 0 (the generic path; backends may register a faster one)."""
+    return xp.where(x > 0, dout, 0.0)
+
+
 class ReLU(Layer):
-    """``y = max(x, 0)``; ``dx = dy * [x > 0]``."""
+    """``y = max(x, 0)``; ``dx = dy * [x > 0]``.
+
+    The backward pass is looked up as the backend's ``"relu_backward"`` fast path
+    ``(x, dout) -> dx`` (NumPy multiplies by the mask), with :func:`relu_backward` as the
+    generic fallback.
+    """
+
+    def bind(self, backend: Any) -> None:
+        super().bind(backend)
+        xp = backend.xp
+        self._grad = backend.op("relu_backward", lambda x, dout: relu_backward(x, dout, xp))
 
     def forward(self, x: Any) -> Any:
-        self._active = x > 0
-        return self.xp.where(self._active, x, 0.0)
+        self._x = x
+        return self.xp.maximum(x, 0.0)
 
     def backward(self, dout: Any) -> Any:
-        return self.xp.where(self._active, dout, 0.0)
+        return self._grad(self._x, dout)
 
 
 class LeakyReLU(Layer):

@@ -54,11 +54,22 @@ class Loss:
         """The loss alone, as a 0-d array."""
         return self(yhat, y)[0]
 
-    def fused(self, logits: Any, y: Any) -> tuple[Any, Any]:
-        """``(loss, dL/dz)`` from the logits ``z`` of the fused activation."""
+    def fused(self, logits: Any, yhat: Any, y: Any) -> tuple[Any, Any]:
+        """``(loss, dL/dz)`` for the fused activation with input ``z`` and output ``yhat``.
+
+        The value comes from the stable logits form; the gradient is ``scale * (yhat - y)``,
+        reusing the activation's output.
+        """
         xp = namespace_of(logits)
         y = self._targets(xp, logits, y)
-        return self._logits_value_and_grad(xp, logits, y, self._scale(logits))
+        scale = self._scale(logits)
+        return self._logits_value(xp, logits, y, scale), (yhat - y) * scale
+
+    def fused_value(self, logits: Any, y: Any) -> Any:
+        """The fused pair's loss value alone, from the logits."""
+        xp = namespace_of(logits)
+        y = self._targets(xp, logits, y)
+        return self._logits_value(xp, logits, y, self._scale(logits))
 
     # -- pieces -----------------------------------------------------------------------
     def _count(self, yhat: Any) -> int:
@@ -78,9 +89,7 @@ class Loss:
     def _value_and_grad(self, xp: Any, yhat: Any, y: Any, scale: float) -> tuple[Any, Any]:
         raise NotImplementedError
 
-    def _logits_value_and_grad(
-        self, xp: Any, z: Any, y: Any, scale: float
-    ) -> tuple[Any, Any]:
+    def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
         raise NotImplementedError(f"{type(self).__name__} has no logits form")
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
@@ -135,9 +144,11 @@ class BinaryCrossEntropy(Loss):
         value = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log(q)) * scale
         return value, (p - y) / (p * q) * scale
 
+    def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
+        return xp.sum(softplus(xp, z) - y * z) * scale
+
     def _logits_value_and_grad(self, xp: Any, z: Any, y: Any, scale: float) -> tuple[Any, Any]:
-        value = xp.sum(softplus(xp, z) - y * z) * scale
-        return value, (sigmoid(xp, z) - y) * scale
+        return self._logits_value(xp, z, y, scale), (sigmoid(xp, z) - y) * scale
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.size and (host_y.min() < 0 or host_y.max() > 1):
@@ -185,12 +196,13 @@ class CategoricalCrossEntropy(Loss):
         p = xp.clip(yhat, self.eps, 1.0)
         return -xp.sum(y * xp.log(p)) * scale, -(y / p) * scale
 
-    def _logits_value_and_grad(self, xp: Any, z: Any, y: Any, scale: float) -> tuple[Any, Any]:
-        m = xp.max(z, axis=-1, keepdims=True)
-        shifted = z - m
+    def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
+        shifted = z - xp.max(z, axis=-1, keepdims=True)
         lse = xp.log(xp.sum(xp.exp(shifted), axis=-1))
-        value = xp.sum(lse - xp.sum(y * shifted, axis=-1)) * scale
-        return value, (softmax(xp, z) - y) * scale
+        return xp.sum(lse - xp.sum(y * shifted, axis=-1)) * scale
+
+    def _logits_value_and_grad(self, xp: Any, z: Any, y: Any, scale: float) -> tuple[Any, Any]:
+        return self._logits_value(xp, z, y, scale), (softmax(xp, z) - y) * scale
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.ndim == 1:

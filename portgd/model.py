@@ -182,7 +182,7 @@ class Sequential:
                     f"parameter {name!r} is shaped {tuple(current[name].shape)} in this model "
                     f"but {tuple(value.shape)} in the state dict"
                 )
-            new[name] = self.backend.asarray(value, dtype=self.dtype)
+            new[name] = self.backend.asarray(value, dtype=self.dtype, copy=True)
         self.params = new
 
     def to(self, backend: Any, device: Any = None) -> Sequential:
@@ -194,7 +194,7 @@ class Sequential:
         self.backend = target
         self.dtype = target.dtype(self.dtype_name)
         for layer in self.layers:
-            layer.xp = target.xp
+            layer.bind(target)
         self.load_state_dict(state)
         return self
 
@@ -231,7 +231,7 @@ class Sequential:
         """
         last = self.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value, dz = loss.fused(last.logits, y)
+            value, dz = loss.fused(last.logits, yhat, y)
             self.backward(dz, start=len(self.layers) - 2)
         else:
             value, dout = loss(yhat, y)

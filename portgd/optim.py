@@ -237,7 +237,7 @@ def _describe(x: Any) -> str:
 
 
 def _on(backend: Backend, x: Any) -> bool:
-    return backend.owns(x) and backend.same_device(backend.device_of(x), backend.device)
+    return backend.holds(x)
 
 
 def _common_backend(grads: Mapping[str, Array], owner: str) -> Backend:
@@ -481,7 +481,22 @@ class Optimizer:
         parameters without ``.grad``). Order: clip by value, clip by global norm, negate
         if ``maximize``, then the update rule. Raises BackendMismatchError when an array
         is not on the optimizer's backend and device; ShapeError on a shape mismatch.
+        The arrays passed in are not modified.
         """
+        return self._apply(params, grads, in_place=False)
+
+    def update(self, model: Any) -> None:
+        """``model.params = self.step(model.params, model.grads)``.
+
+        The model owns its parameter arrays, so here a backend's in-place fast path
+        (``"<name>:inplace"`` in its ``fast`` table, e.g. NumPy's) may update them and the
+        optimizer state without allocating; results are the same as the generic rule's.
+        """
+        model.params = self._apply(model.params, model.grads, in_place=True)
+
+    def _apply(
+        self, params: Mapping[str, Array], grads: Mapping[str, Array | None], in_place: bool
+    ) -> dict[str, Array]:
         owner = type(self).__name__
         if not isinstance(params, Mapping):
             raise InputError(f"{owner}.step: params must be a dict {{name: array}}")
@@ -511,6 +526,8 @@ class Optimizer:
         hp = {**self._hyper, **self._fixed_hp, "lr": self.lr}
         present = self._prepare_grads(present, xp)
         update = backend.op(self.name, type(self).update_rule)
+        if in_place:
+            update = backend.op(f"{self.name}:inplace", update)
         new_state: dict[str, dict[str, Array]] = {}
         for name, g in present.items():
             p = params[name]
@@ -524,10 +541,6 @@ class Optimizer:
             self.param_steps[name] = self.param_steps.get(name, 0) + 1
         self.step_count += 1
         return new_params
-
-    def update(self, model: Any) -> None:
-        """``model.params = self.step(model.params, model.grads)``."""
-        model.params = self.step(model.params, model.grads)
 
     def _prepare_grads(self, grads: dict[str, Array], xp: Any) -> dict[str, Array]:
         if self.clip_value is not None:
@@ -550,11 +563,11 @@ class Optimizer:
         old = self._backend
         if old is not None and old != backend:
             self.state = {
-                name: {k: backend.asarray(old.to_numpy(v)) for k, v in state.items()}
+                name: {k: backend.asarray(old.to_numpy(v), copy=True) for k, v in state.items()}
                 for name, state in self.state.items()
             }
         for name, host in self._pending.items():
-            self.state[name] = {k: backend.asarray(v) for k, v in host.items()}
+            self.state[name] = {k: backend.asarray(v, copy=True) for k, v in host.items()}
         self._pending = {}
         self._backend = backend
 

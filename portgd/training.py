@@ -275,7 +275,7 @@ def _evaluate(
         yhat = model.forward(xb)
         last = model.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value = loss.fused(last.logits, yb)[0]
+            value = loss.fused_value(last.logits, yb)
         else:
             value = loss.value(yhat, yb)
         totals.add(value, yhat, yb)

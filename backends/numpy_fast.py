@@ -1,0 +1,167 @@
+"""In-place fast paths for the NumPy backend.
+
+On the CPU the cost of a training step beyond its matrix products is mostly memory: every
+``p - lr * g`` of the generic (functional) optimizer allocates two parameter-sized arrays,
+and fresh large allocations cost page faults. These versions update parameters and
+optimizer state in place and reuse one scratch buffer per shape, performing the same
+floating-point operations in the same order as the generic rules in ``portgd.optim``, so
+their results are bit-identical (tests/test_fast_paths.py checks it).
+
+Optimizer fast paths are registered under ``"<name>:inplace"``: the optimizer uses them only
+from ``Optimizer.update(model)``, where the model owns its parameter arrays; the functional
+``Optimizer.step`` stays pure. Signature: ``(param, grad, state, hp, step, *, xp) ->
+(param, state)``, mutating ``param`` and the arrays of ``state``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import numpy as np
+
+_local = threading.local()
+
+
+def _scratch(like: np.ndarray) -> np.ndarray:
+    """A reusable buffer shaped like ``like`` (one per shape, dtype and thread)."""
+    buffers = getattr(_local, "buffers", None)
+    if buffers is None:
+        buffers = _local.buffers = {}
+    key = (like.shape, like.dtype)
+    buf = buffers.get(key)
+    if buf is None:
+        buf = buffers[key] = np.empty_like(like)
+    return buf
+
+
+def _decayed(param: np.ndarray, grad: np.ndarray, weight_decay: float) -> np.ndarray:
+    """``grad + weight_decay * param`` (a new array, as the generic rule computes it)."""
+    return grad + weight_decay * param if weight_decay != 0.0 else grad
+
+
+def sgd_inplace(param, grad, state, hp, step, *, xp):
+    g = _decayed(param, grad, hp["weight_decay"])
+    s = _scratch(param)
+    momentum = hp["momentum"]
+    if momentum == 0.0:
+        np.multiply(g, hp["lr"], out=s)
+        np.subtract(param, s, out=param)
+        return param, {}
+    if step == 1:
+        buf = np.array(g, copy=True)
+    else:
+        buf = state["momentum_buffer"]
+        np.multiply(buf, momentum, out=buf)
+        np.multiply(g, 1.0 - hp["dampening"], out=s)
+        np.add(buf, s, out=buf)
+    if hp["nesterov"]:
+        np.multiply(buf, momentum, out=s)
+        np.add(g, s, out=s)
+        np.multiply(s, hp["lr"], out=s)
+    else:
+        np.multiply(buf, hp["lr"], out=s)
+    np.subtract(param, s, out=param)
+    return param, {"momentum_buffer": buf}
+
+
+def adagrad_inplace(param, grad, state, hp, step, *, xp):
+    g = _decayed(param, grad, hp["weight_decay"])
+    rate = hp["lr"] / (1 + (step - 1) * hp["lr_decay"])
+    total = state["sum"]
+    s = _scratch(param)
+    np.multiply(g, g, out=s)
+    np.add(total, s, out=total)
+    np.sqrt(total, out=s)
+    np.add(s, hp["eps"], out=s)
+    np.divide(g, s, out=s)
+    np.multiply(s, rate, out=s)
+    np.subtract(param, s, out=param)
+    return param, {"sum": total}
+
+
+def rmsprop_inplace(param, grad, state, hp, step, *, xp):
+    g = _decayed(param, grad, hp["weight_decay"])
+    alpha = hp["alpha"]
+    s = _scratch(param)
+    square_avg = state["square_avg"]
+    np.multiply(square_avg, alpha, out=square_avg)
+    np.multiply(g, g, out=s)
+    np.multiply(s, 1.0 - alpha, out=s)
+    np.add(square_avg, s, out=square_avg)
+    new_state = {"square_avg": square_avg}
+    if hp["centered"]:
+        grad_avg = state["grad_avg"]
+        np.multiply(grad_avg, alpha, out=grad_avg)
+        np.multiply(g, 1.0 - alpha, out=s)
+        np.add(grad_avg, s, out=grad_avg)
+        new_state["grad_avg"] = grad_avg
+        np.multiply(grad_avg, grad_avg, out=s)
+        np.subtract(square_avg, s, out=s)
+        np.sqrt(s, out=s)
+    else:
+        np.sqrt(square_avg, out=s)
+    np.add(s, hp["eps"], out=s)
+    np.divide(g, s, out=s)  # g / rms
+    if hp["momentum"] > 0.0:
+        buf = state["momentum_buffer"]
+        np.multiply(buf, hp["momentum"], out=buf)
+        np.add(buf, s, out=buf)
+        new_state["momentum_buffer"] = buf
+        np.multiply(buf, hp["lr"], out=s)
+    else:
+        np.multiply(s, hp["lr"], out=s)
+    np.subtract(param, s, out=param)
+    return param, new_state
+
+
+def adam_inplace(param, grad, state, hp, step, *, xp):
+    lr = hp["lr"]
+    beta1, beta2 = hp["betas"]
+    g = grad
+    weight_decay = hp["weight_decay"]
+    if weight_decay != 0.0:
+        if hp["decoupled_weight_decay"]:
+            np.multiply(param, 1.0 - lr * weight_decay, out=param)
+        else:
+            g = g + weight_decay * param
+    s = _scratch(param)
+    exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+    np.multiply(exp_avg, beta1, out=exp_avg)
+    np.multiply(g, 1.0 - beta1, out=s)
+    np.add(exp_avg, s, out=exp_avg)
+    np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    np.multiply(g, g, out=s)
+    np.multiply(s, 1.0 - beta2, out=s)
+    np.add(exp_avg_sq, s, out=exp_avg_sq)
+    new_state = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
+    second = exp_avg_sq
+    if hp["amsgrad"]:
+        second = state["max_exp_avg_sq"]
+        np.maximum(second, exp_avg_sq, out=second)
+        new_state["max_exp_avg_sq"] = second
+    step_size = lr / (1.0 - beta1**step)
+    correction2_sqrt = (1.0 - beta2**step) ** 0.5
+    np.sqrt(second, out=s)
+    np.divide(s, correction2_sqrt, out=s)
+    np.add(s, hp["eps"], out=s)
+    np.divide(exp_avg, s, out=s)
+    np.multiply(s, step_size, out=s)
+    np.subtract(param, s, out=param)
+    return param, new_state
+
+
+def relu_backward(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
+    """``dout * [x > 0]`` (NumPy multiplies by a boolean mask directly)."""
+    return dout * (x > 0)
+
+
+FAST_PATHS: Mapping[str, Callable[..., Any]] = {
+    "sgd:inplace": sgd_inplace,
+    "adagrad:inplace": adagrad_inplace,
+    "rmsprop:inplace": rmsprop_inplace,
+    "adam:inplace": adam_inplace,
+    "adamw:inplace": adam_inplace,
+    "relu_backward": relu_backward,
+}

@@ -1,0 +1,88 @@
+"""Every fast path gives the same numbers as the generic array-API path it replaces."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import portgd
+from portgd import optim
+from portgd.layers import relu_backward
+
+CONFIGS = [
+    ("sgd", {}),
+    ("sgd", {"momentum": 0.9}),
+    ("sgd", {"momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
+    ("sgd", {"momentum": 0.9, "nesterov": True}),
+    ("adagrad", {"lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1}),
+    ("rmsprop", {}),
+    ("rmsprop", {"centered": True, "momentum": 0.5, "weight_decay": 0.01}),
+    ("adam", {}),
+    ("adam", {"amsgrad": True, "weight_decay": 0.01}),
+    ("adamw", {}),
+    ("adamw", {"amsgrad": True}),
+]
+
+
+class _Model:
+    """Just enough of a model for Optimizer.update: params and grads dicts."""
+
+    def __init__(self, params):
+        self.params = params
+        self.grads = {}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,kwargs", CONFIGS)
+def test_in_place_optimizer_matches_generic_bit_for_bit(name, kwargs, dtype):
+    backend = portgd.get_backend("numpy")
+    assert f"{name}:inplace" in backend.fast
+    rng = np.random.default_rng(0)
+    start = {"w": rng.normal(size=(7, 5)).astype(dtype), "b": rng.normal(size=5).astype(dtype)}
+    fast_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
+    generic_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
+    model = _Model({k: v.copy() for k, v in start.items()})
+    params = {k: v.copy() for k, v in start.items()}
+    for _ in range(6):
+        grads = {k: rng.normal(size=v.shape).astype(dtype) for k, v in start.items()}
+        model.grads = grads
+        fast_opt.update(model)  # in place on the model's arrays
+        params = generic_opt.step(params, grads)  # pure
+    for key in start:
+        np.testing.assert_array_equal(model.params[key], params[key])
+        for state_key, value in generic_opt.state[key].items():
+            np.testing.assert_array_equal(fast_opt.state[key][state_key], value)
+
+
+def test_step_stays_pure_on_numpy():
+    params = {"w": np.ones(3)}
+    grads = {"w": np.full(3, 0.5)}
+    opt = optim.Adam(lr=0.1)
+    new = opt.step(params, grads)
+    np.testing.assert_array_equal(params["w"], np.ones(3))
+    assert new["w"] is not params["w"]
+
+
+def test_model_does_not_alias_loaded_arrays():
+    """In-place updates must never reach arrays the caller handed to load_state_dict."""
+    model = portgd.mlp(3, [4], 1)
+    state = model.state_dict()
+    before = {k: v.copy() for k, v in state.items()}
+    model.load_state_dict(state)
+    model.fit(np.ones((8, 3)), np.zeros(8), loss="mse", optimizer="sgd", epochs=1,
+              batch_size=8, verbose=0)
+    assert not np.array_equal(before["0.weight"], model.state_dict()["0.weight"])
+    for key, value in before.items():
+        np.testing.assert_array_equal(state[key], value)
+
+
+def test_relu_backward_fast_path_matches_generic():
+    backend = portgd.get_backend("numpy")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(6, 4)).astype(np.float32)
+    x[0, 0] = 0.0
+    dout = rng.normal(size=(6, 4)).astype(np.float32)
+    fast = backend.fast["relu_backward"](x, dout)
+    generic = relu_backward(x, dout, np)
+    np.testing.assert_array_equal(fast, generic)
+    assert fast.dtype == np.float32

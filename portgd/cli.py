@@ -240,6 +240,25 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- portgd bench --------------------------------------------------------------------------
+def _cmd_bench(args: argparse.Namespace) -> int:
+    from . import bench
+
+    cases = bench.select_cases(args.case)
+    backends = bench.usable_backends(args.backend)
+    if args.device is not None:
+        backends = [get_backend(b.name, args.device) for b in backends]
+    if not args.json:
+        print(f"portgd {__version__} bench: median of {args.repeats} epochs of {args.steps} "
+              f"steps after a warm-up epoch, {args.dtype}, optimizer {args.optimizer}")
+    report = None if args.json else (lambda result: print(bench.format_row(result), flush=True))
+    results = bench.run(backends, cases, large=args.large, dtype=args.dtype, steps=args.steps,
+                        repeats=args.repeats, optimizer=args.optimizer, report=report)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    return 0
+
+
 # -- parser --------------------------------------------------------------------------------
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
@@ -301,6 +320,24 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"])
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)
+
+    bench_cmd = commands.add_parser(
+        "bench", help="training throughput on every usable backend",
+        description="Median training throughput (ms/step, samples/s) of MLP shapes.")
+    bench_cmd.add_argument("--backend", action="append", default=None,
+                           help="a backend to run (repeatable; default: every usable one)")
+    bench_cmd.add_argument("--device", default=None, help="device for the chosen backends")
+    bench_cmd.add_argument("--case", action="append", default=None,
+                           help="a substring of a case name (repeatable; default: all)")
+    bench_cmd.add_argument("--large", action="store_true",
+                           help="also run the 4096-wide case on CPU backends")
+    bench_cmd.add_argument("--steps", type=int, default=50, help="steps per epoch")
+    bench_cmd.add_argument("--repeats", type=int, default=5, help="timed epochs")
+    bench_cmd.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    bench_cmd.add_argument("--optimizer", default="sgd",
+                           choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
+    bench_cmd.add_argument("--json", action="store_true")
+    bench_cmd.set_defaults(run=_cmd_bench)
 
     solve = commands.add_parser("solve", help="solve A x = Y by gradient descent")
     _where(solve)

@@ -101,3 +101,31 @@ def test_corrupt_checkpoint_is_a_user_error(tmp_path):
     done = run("evaluate", str(bad))
     assert done.returncode == 2 and "corrupt or truncated" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_bench_json_reports_every_requested_case(capsys):
+    assert main(["bench", "--backend", "numpy", "--backend", "array_api_strict", "--case",
+                 "b32", "--case", "784-128-1", "--steps", "2", "--repeats", "1", "--json"]) == 0
+    results = json.loads(capsys.readouterr().out)
+    assert [(r["backend"], r["case"]) for r in results] == [
+        ("numpy", "784-128-1 sigmoid/bce b128"), ("numpy", "784-256-256-10 relu/ce b32"),
+        ("array_api_strict", "784-128-1 sigmoid/bce b128"),
+        ("array_api_strict", "784-256-256-10 relu/ce b32"),
+    ]
+    for r in results:
+        assert r["steps"] == 2 and len(r["epoch_seconds"]) == 1
+        assert r["samples_per_s"] == pytest.approx(r["batch_size"] * 2 / r["epoch_seconds"][0])
+
+
+def test_bench_flop_count():
+    from portgd.bench import CASES
+
+    # 784-256-256-10: forward 3 products, weight gradients 3, input gradients 2
+    case = CASES[2]
+    products = 2 * (784 * 256 + 256 * 256 + 256 * 10) + (256 * 256 + 256 * 10)
+    assert case.flops_per_sample() == 2 * products
+
+
+def test_bench_unknown_case_is_a_user_error():
+    done = run("bench", "--case", "resnet")
+    assert done.returncode == 2 and "no benchmark case matches 'resnet'" in done.stderr

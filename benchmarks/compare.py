@@ -1,0 +1,324 @@
+"""portgd against its peers, side by side, in one run and on the same data.
+
+For each MLP shape of ``portgd.bench`` (the 4096-wide one only with --large or a GPU):
+
+- portgd on each requested backend, through ``Sequential.fit``;
+- a hand-written loop of exactly the same math in plain NumPy (and in plain CuPy on a GPU):
+  the same forward pass, the fused Softmax/Sigmoid cross-entropy gradient, the loss value
+  summed on the device every step, SGD updating in place, one gather of the shuffled data
+  per epoch;
+- PyTorch eager: ``nn.Linear`` layers, ``F.cross_entropy`` / ``binary_cross_entropy_with_logits``
+  on the logits, ``torch.optim.SGD``, the same batches.
+
+Every contender gets the same number of threads (BLAS/OpenMP, set with threadpoolctl and
+``torch.set_num_threads``), and TF32 is off on both sides on a GPU. The figure is the median
+epoch time over ``--repeats`` epochs after a warm-up epoch. The script also measures the
+machine's float32 matmul throughput at each case's shapes (the peak the fraction refers to)
+and the resident memory after every portgd epoch.
+
+    python benchmarks/compare.py --threads 2 --markdown
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import platform
+import statistics
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+import portgd
+from portgd import bench
+
+
+def _rss_mb() -> float:
+    try:
+        with open("/proc/self/statm") as f:
+            pages = int(f.read().split()[1])
+        import os
+
+        return pages * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return float("nan")
+
+
+class Memory(portgd.callbacks.Callback):
+    """Resident memory after every epoch (flat across epochs means no leak)."""
+
+    def __init__(self) -> None:
+        self.rss: list[float] = []
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        self.rss.append(_rss_mb())
+
+
+def _median_epoch(epoch: Callable[[], None], sync: Callable[[], None], repeats: int) -> float:
+    epoch()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        epoch()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+# -- hand-written loop: NumPy or CuPy ----------------------------------------------------------
+def hand_written(case: bench.Case, x: Any, y: Any, xp: Any, steps: int, repeats: int,
+                 sync: Callable[[], None]) -> float:
+    """The same math as portgd's fit for ``case``, written out with ``xp`` (numpy or cupy)."""
+    model = bench.build(case, "numpy")  # the same initial weights as portgd's model
+    params = [xp.asarray(v) for v in model.state_dict().values()]
+    weights, biases = params[0::2], params[1::2]
+    n, bs = x.shape[0], case.batch_size
+    relu = case.activation == "relu"
+    if case.output == "softmax":
+        targets = xp.asarray(np.eye(case.classes, dtype=np.float32)[y])
+    else:
+        targets = xp.asarray(y.reshape(-1, 1).astype(np.float32))
+    data = xp.asarray(x)
+    rng = np.random.default_rng(0)
+    lr = np.float32(0.01)
+
+    def epoch() -> None:
+        order = xp.asarray(rng.permutation(n))
+        xe, te = data[order], targets[order]
+        total = xp.zeros((), dtype=xp.float32)
+        for start in range(0, n, bs):
+            xb, tb = xe[start:start + bs], te[start:start + bs]
+            acts, pre = [xb], []
+            for i, (w, b) in enumerate(zip(weights, biases, strict=True)):
+                z = acts[-1] @ w + b
+                pre.append(z)
+                if i < len(weights) - 1:
+                    acts.append(xp.maximum(z, 0) if relu else 1 / (1 + xp.exp(-z)))
+            z = pre[-1]
+            m = z.shape[0]
+            if case.output == "softmax":
+                shifted = z - z.max(axis=1, keepdims=True)
+                e = xp.exp(shifted)
+                s = e.sum(axis=1, keepdims=True)
+                p = e / s
+                total += (xp.log(s[:, 0]) - (tb * shifted).sum(axis=1)).sum() / m
+            else:
+                p = 1 / (1 + xp.exp(-z))
+                total += (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z))) - tb * z).sum() / m
+            d = (p - tb) / m
+            for i in range(len(weights) - 1, -1, -1):
+                gw, gb = acts[i].T @ d, d.sum(axis=0)
+                if i > 0:
+                    d = d @ weights[i].T
+                    a = acts[i]
+                    d = d * (pre[i - 1] > 0) if relu else d * a * (1 - a)
+                weights[i] -= lr * gw
+                biases[i] -= lr * gb
+        float(total)  # one read per epoch, as portgd's History does
+
+    return _median_epoch(epoch, sync, repeats)
+
+
+# -- PyTorch eager -----------------------------------------------------------------------------
+def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str, steps: int,
+                repeats: int) -> float:
+    import torch
+    import torch.nn.functional as F
+
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    widths = case.sizes
+    layers: list[Any] = []
+    for i, (a, b) in enumerate(itertools.pairwise(widths)):
+        layers.append(torch.nn.Linear(a, b))
+        if i < len(widths) - 2:
+            layers.append(torch.nn.ReLU() if case.activation == "relu" else torch.nn.Sigmoid())
+    net = torch.nn.Sequential(*layers).to(device)
+    with torch.no_grad():  # the same initial weights as portgd's model
+        state = list(bench.build(case, "numpy").state_dict().values())
+        linears = [m for m in net if isinstance(m, torch.nn.Linear)]
+        for lin, w, b in zip(linears, state[0::2], state[1::2], strict=True):
+            lin.weight.copy_(torch.from_numpy(w.T.copy()))
+            lin.bias.copy_(torch.from_numpy(b))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    data = torch.from_numpy(x).to(device)
+    if case.output == "softmax":
+        labels = torch.from_numpy(y).to(device)
+    else:
+        labels = torch.from_numpy(y.reshape(-1, 1).astype(np.float32)).to(device)
+    n, bs = x.shape[0], case.batch_size
+    rng = np.random.default_rng(0)
+
+    def epoch() -> None:
+        order = torch.from_numpy(rng.permutation(n)).to(device)
+        xe, ye = data[order], labels[order]
+        total = torch.zeros((), device=device)
+        for start in range(0, n, bs):
+            out = net(xe[start:start + bs])
+            if case.output == "softmax":
+                loss = F.cross_entropy(out, ye[start:start + bs])
+            else:
+                loss = F.binary_cross_entropy_with_logits(out, ye[start:start + bs])
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += loss.detach()
+        float(total)
+
+    def sync() -> None:
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+
+    return _median_epoch(epoch, sync, repeats)
+
+
+# -- matmul peak -------------------------------------------------------------------------------
+def matmul_gflops(m: int, k: int, n: int, xp: Any = np, sync: Callable[[], None] = lambda: None,
+                  seconds: float = 0.5) -> float:
+    a = xp.asarray(np.random.default_rng(0).random((m, k), dtype=np.float32))
+    b = xp.asarray(np.random.default_rng(1).random((k, n), dtype=np.float32))
+    a @ b
+    sync()
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        count += 1
+    sync()
+    return 2.0 * m * k * n * count / (time.perf_counter() - start) / 1e9
+
+
+def case_peak(case: bench.Case, xp: Any = np, sync: Callable[[], None] = lambda: None) -> float:
+    """FLOP-weighted matmul throughput of the products one step of ``case`` performs."""
+    bs, sizes = case.batch_size, case.sizes
+    shapes = []
+    for i, (a, b) in enumerate(itertools.pairwise(sizes)):
+        shapes += [(bs, a, b), (a, bs, b)]  # forward, weight gradient
+        if i > 0:
+            shapes.append((bs, b, a))  # input gradient
+    flops = [2 * m * k * n for m, k, n in shapes]
+    seconds = sum(f / (matmul_gflops(*s, xp=xp, sync=sync, seconds=0.2) * 1e9)
+                  for f, s in zip(flops, shapes, strict=True))
+    return sum(flops) / seconds / 1e9
+
+
+# -- driver ------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=None,
+                        help="BLAS/OpenMP/torch threads for every contender (default: all)")
+    parser.add_argument("--backend", action="append", default=None,
+                        help="portgd backends (default: numpy, torch, and cupy if usable)")
+    parser.add_argument("--case", action="append", default=None)
+    parser.add_argument("--large", action="store_true")
+    parser.add_argument("--steps", type=int, default=50)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args(argv)
+
+    if args.threads is not None:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(limits=args.threads)
+        try:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        except ImportError:
+            pass
+    names = args.backend or [n for n in ("numpy", "torch", "cupy")
+                             if {i.name: i for i in portgd.available_backends()}[n].usable]
+    backends = [portgd.get_backend(n, "cuda:0" if n == "cupy" else None) for n in names]
+    gpu = any(bench.is_gpu(b) for b in backends)
+    cases = [c for c in bench.select_cases(args.case) if not c.large or args.large or gpu]
+    rows = []
+    for case in cases:
+        x, y = bench.synthetic(case, case.batch_size * args.steps)
+        flop = case.flops_per_sample() * x.shape[0]
+        row: dict[str, Any] = {"case": case.name, "steps": args.steps}
+
+        for backend in backends:
+            if case.large and not (args.large or bench.is_gpu(backend)):
+                continue
+            result = bench.run_case(case, backend, steps=args.steps, repeats=args.repeats)
+            row[f"portgd-{backend.name}"] = result.ms_per_step
+        if "numpy" in names and (not case.large or args.large):
+            row["numpy-hand"] = 1e3 * hand_written(case, x, y, np, args.steps, args.repeats,
+                                                   lambda: None) / args.steps
+            memory = Memory()
+            model = bench.build(case, "numpy")
+            model.fit(x, y if case.output == "softmax" else y.reshape(-1, 1), loss=case.loss(),
+                      optimizer="sgd", epochs=6, batch_size=case.batch_size, verbose=0,
+                      callbacks=[memory])
+            row["rss_mb_per_epoch"] = [round(v, 1) for v in memory.rss]
+            row["numpy-peak-gflops"] = case_peak(case)
+        if "cupy" in names:
+            import cupy
+
+            def cupy_sync() -> None:
+                cupy.cuda.Device().synchronize()
+
+            row["cupy-hand"] = 1e3 * hand_written(case, x, y, cupy, args.steps, args.repeats,
+                                                  cupy_sync) / args.steps
+            row["cupy-peak-gflops"] = case_peak(case, cupy, cupy_sync)
+        if not args.no_torch:
+            for device in ["cpu"] * (not case.large or args.large) + ["cuda"] * gpu:
+                row[f"torch-eager-{device}"] = 1e3 * torch_eager(
+                    case, x, y, device, args.steps, args.repeats) / args.steps
+        row["gflop_per_step"] = flop / args.steps / 1e9
+        rows.append(row)
+        print(json.dumps(row), file=sys.stderr, flush=True)
+    machine = {
+        "python": platform.python_version(), "numpy": np.__version__,
+        "processor": platform.processor() or platform.machine(),
+        "threads": args.threads,
+    }
+    try:
+        from threadpoolctl import threadpool_info
+
+        machine["threadpools"] = [
+            {k: info.get(k) for k in ("internal_api", "version", "num_threads", "architecture")}
+            for info in threadpool_info()
+        ]
+    except ImportError:
+        pass
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump({"machine": machine, "rows": rows}, f, indent=2)
+    if args.markdown:
+        print(markdown(rows))
+    return 0
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """ms/step per contender, ratios to the hand-written loop and PyTorch, GFLOP/s, peak."""
+    lines = ["| case | contender | ms/step | vs hand-written | vs torch eager | GFLOP/s | "
+             "% of matmul peak |", "|---|---|---:|---:|---:|---:|---:|"]
+    for row in rows:
+        contenders = [k for k in row if k.startswith(("portgd-", "numpy-hand", "cupy-hand",
+                                                      "torch-eager-"))]
+        for name in contenders:
+            ms = row[name]
+            gpu_side = name.endswith(("cupy", "cuda")) or name.startswith("cupy")
+            hand = row.get("cupy-hand" if gpu_side else "numpy-hand")
+            torch_ref = row.get("torch-eager-cuda" if gpu_side else "torch-eager-cpu")
+            peak = row.get("cupy-peak-gflops" if gpu_side else "numpy-peak-gflops")
+            gflops = row["gflop_per_step"] / (ms / 1e3)
+            cells = [
+                row["case"], name, f"{ms:.3f}",
+                f"{ms / hand:.2f}x" if hand else "-",
+                f"{ms / torch_ref:.2f}x" if torch_ref else "-",
+                f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -212,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None,
                         help="BLAS/OpenMP/torch threads for every contender (default: all)")
     parser.add_argument("--backend", action="append", default=None,
-                        help="portgd backends (default: numpy, torch, and cupy if usable)")
+                        help="portgd backend as NAME or NAME@DEVICE, e.g. torch@cuda:0 "
+                             "(repeatable; default: numpy, torch, and cupy if usable)")
     parser.add_argument("--case", action="append", default=None)
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--steps", type=int, default=50)
@@ -232,9 +233,10 @@ def main(argv: list[str] | None = None) -> int:
             torch.set_num_threads(args.threads)
         except ImportError:
             pass
-    names = args.backend or [n for n in ("numpy", "torch", "cupy")
+    specs = args.backend or [n for n in ("numpy", "torch", "cupy")
                              if {i.name: i for i in portgd.available_backends()}[n].usable]
-    backends = [portgd.get_backend(n, "cuda:0" if n == "cupy" else None) for n in names]
+    backends = [portgd.get_backend(*spec.split("@", 1)) for spec in specs]
+    names = [b.name for b in backends]
     gpu = any(bench.is_gpu(b) for b in backends)
     cases = [c for c in bench.select_cases(args.case) if not c.large or args.large or gpu]
     rows = []

@@ -8,6 +8,8 @@ when no CUDA device is usable.
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 import portgd
@@ -26,18 +28,25 @@ BACKEND_CASES = [
 
 def _param(case_id: str, name: str, device: str | None, gpu: bool):
     marks = [pytest.mark.gpu] if gpu else []
-    return pytest.param((name, device), id=case_id, marks=marks)
+    return pytest.param((name, device, gpu), id=case_id, marks=marks)
 
 
 BACKEND_PARAMS = [_param(*case) for case in BACKEND_CASES]
 
 
-def load_or_skip(name: str, device: str | None) -> portgd.backends.Backend:
+#: Set by benchmarks/gpu_check.sh: a GPU case that cannot run fails instead of skipping.
+REQUIRE_GPU = os.environ.get("PORTGD_REQUIRE_GPU") == "1"
+
+
+def load_or_skip(name: str, device: str | None, gpu: bool = False) -> portgd.backends.Backend:
     """The backend, or a skip carrying the reason it cannot be used here."""
     try:
         return portgd.get_backend(name, device)
     except portgd.BackendError as exc:
-        pytest.skip(f"{name} on {device or 'default device'} not usable here: {exc}")
+        message = f"{name} on {device or 'default device'} not usable here: {exc}"
+        if gpu and REQUIRE_GPU:
+            pytest.fail(f"PORTGD_REQUIRE_GPU=1 but {message}")
+        pytest.skip(message)
 
 
 @pytest.fixture(params=BACKEND_PARAMS)

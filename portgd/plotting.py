@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -42,7 +43,16 @@ def plot_history(history: History, path: str | Path) -> Path:
         ax.legend()
     figure.tight_layout()
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(target, dpi=100)
-    plt.close(figure)
+    if not target.parent.is_dir():
+        plt.close(figure)
+        raise InputError(f"cannot write the plot to {target}: the folder {target.parent} "
+                         f"does not exist")
+    # Write beside the target and rename, so a failed save leaves an existing file intact.
+    temporary = target.with_name(f".{target.name}.tmp.png")
+    try:
+        figure.savefig(temporary, dpi=100, format="png")
+        os.replace(temporary, target)
+    finally:
+        plt.close(figure)
+        temporary.unlink(missing_ok=True)
     return target

@@ -146,8 +146,8 @@ class ReLU(Layer):
     """``y = max(x, 0)``; ``dx = dy * [x > 0]``.
 
     The backward pass is looked up as the backend's ``"relu_backward"`` fast path
-    ``(x, dout) -> dx`` (NumPy multiplies by the mask), with :func:`relu_backward` as the
-    generic fallback.
+    ``(x, dout) -> dx``, with :func:`relu_backward` as the generic fallback. Where
+    ``x <= 0`` the result is exactly 0, also for an infinite or NaN ``dout`` (as PyTorch).
     """
 
     def bind(self, backend: Any) -> None:

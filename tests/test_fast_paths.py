@@ -7,7 +7,6 @@ import pytest
 
 import portgd
 from portgd import optim
-from portgd.layers import relu_backward
 
 CONFIGS = [
     ("sgd", {}),
@@ -74,15 +73,3 @@ def test_model_does_not_alias_loaded_arrays():
     assert not np.array_equal(before["0.weight"], model.state_dict()["0.weight"])
     for key, value in before.items():
         np.testing.assert_array_equal(state[key], value)
-
-
-def test_relu_backward_fast_path_matches_generic():
-    backend = portgd.get_backend("numpy")
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(6, 4)).astype(np.float32)
-    x[0, 0] = 0.0
-    dout = rng.normal(size=(6, 4)).astype(np.float32)
-    fast = backend.fast["relu_backward"](x, dout)
-    generic = relu_backward(x, dout, np)
-    np.testing.assert_array_equal(fast, generic)
-    assert fast.dtype == np.float32

@@ -14,7 +14,9 @@ from .numpy_fast import FAST_PATHS
 def create(device: Any = None) -> Backend:
     """The NumPy backend; its only device is ``"cpu"``."""
     if device not in (None, "cpu"):
-        raise unknown_device("numpy", device, ["cpu"])
+        error = unknown_device("numpy", device, ["cpu"])
+        error.args = (f"{error.args[0]} For a GPU use the cupy or torch backend.",)
+        raise error
     backend = Backend(
         "numpy",
         np,

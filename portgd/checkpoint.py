@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from . import __version__
+from ._files import write_atomically
 from .errors import CheckpointError, PortgdError
 from .model import Sequential
 
@@ -95,25 +95,11 @@ def save(path: str | os.PathLike[str], model: Sequential, optimizer: Any = None,
 
 
 def _write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
-    folder = target.parent if str(target.parent) else Path(".")
-    if not folder.is_dir():
-        raise CheckpointError(f"cannot save to {target}: the folder {folder} does not exist")
-    fd, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            np.savez(handle, allow_pickle=False, **arrays)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    if hasattr(os, "O_DIRECTORY"):
-        directory = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    if not target.parent.is_dir():
+        raise CheckpointError(
+            f"cannot save to {target}: the folder {target.parent} does not exist"
+        )
+    write_atomically(target, lambda handle: np.savez(handle, allow_pickle=False, **arrays))
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -27,9 +27,20 @@ class _Parser(argparse.ArgumentParser):
         self.exit(USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def _hidden(text: str) -> list[int]:
+def _positive(text: str) -> int:
     try:
-        sizes = [int(part) for part in text.split(",") if part.strip()] if text.strip() else []
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _hidden(text: str) -> list[int]:
+    """``"128,64"`` -> [128, 64]; ``""`` -> [] (no hidden layer: a linear model)."""
+    try:
+        sizes = [int(part) for part in text.split(",")] if text.strip() else []
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"--hidden takes comma-separated layer widths such as 128,64; got {text!r}"
@@ -83,10 +94,18 @@ def _loss_and_output(loss: str, num_classes: int | None) -> tuple[str, str, int]
     return loss, "identity", 1
 
 
+def _download_option(args: argparse.Namespace) -> dict[str, Any]:
+    spec = args.dataset or ""
+    if args.download and not spec.startswith("mnist"):
+        raise InputError("--download applies to --dataset mnist:PATH only")
+    return {"download": True} if args.download else {}
+
+
 def _train_data(args: argparse.Namespace, backend: Any) -> tuple[Any, Any]:
     from . import datasets
 
-    data = datasets.load(args.dataset, backend=backend, dtype=args.dtype)
+    data = datasets.load(args.dataset, backend=backend, dtype=args.dtype,
+                         **_download_option(args))
     return data.split(args.test_size, seed=args.seed, stratify=data.num_classes is not None)
 
 
@@ -118,8 +137,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, optimizer, meta = load(args.resume, backend=backend)
         if model.in_features != train.n_features or model.out_features != outputs:
             raise InputError(
-                f"the checkpoint {args.resume} is a model for {model.in_features} features and "
-                f"{model.out_features} outputs; --dataset {args.dataset} needs "
+                f"the checkpoint {args.resume} is a model for {model.in_features} features "
+                f"and {model.out_features} output(s); --dataset {args.dataset} needs "
                 f"{train.n_features} and {outputs}"
             )
         first_epoch = int(meta.get("epoch", 0))
@@ -176,8 +195,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     backend = get_backend(args.backend, args.device)
     model, _, meta = load(args.checkpoint, backend=backend)
-    spec = args.dataset or meta.get("dataset") or "digits01"
-    data = datasets.load(spec, backend=backend, dtype=model.dtype_name)
+    spec = args.dataset or meta.get("dataset")
+    if spec is None:
+        raise InputError(
+            f"{args.checkpoint} does not record its dataset (it was not saved by portgd "
+            f"train); pass --dataset, e.g. --dataset digits"
+        )
+    args.dataset = spec
+    data = datasets.load(spec, backend=backend, dtype=model.dtype_name, **_download_option(args))
     if args.split == "test":
         _, data = data.split(args.test_size, seed=args.seed,
                              stratify=data.num_classes is not None)
@@ -185,8 +210,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if model.in_features != data.n_features or model.out_features != outputs:
         raise InputError(
             f"the checkpoint is a model for {model.in_features} features and "
-            f"{model.out_features} outputs; --dataset {spec} has {data.n_features} features "
-            f"and needs {outputs} outputs"
+            f"{model.out_features} output(s); --dataset {spec} has {data.n_features} features "
+            f"and needs {outputs} output(s)"
         )
     metrics = () if data.num_classes is None else ("accuracy",)
     result = model.evaluate(data.X, _targets_for(loss, data.y, backend.xp), loss=_loss_object(loss),
@@ -249,8 +274,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if args.device is not None:
         backends = [get_backend(b.name, args.device) for b in backends]
     if not args.json:
-        print(f"portgd {__version__} bench: median of {args.repeats} epochs of {args.steps} "
-              f"steps after a warm-up epoch, {args.dtype}, optimizer {args.optimizer}")
+        print(f"portgd {__version__} bench: median of {args.repeats} timed epoch(s) of "
+              f"{args.steps} steps after a warm-up epoch, {args.dtype}, {args.optimizer}")
     report = None if args.json else (lambda result: print(bench.format_row(result), flush=True))
     results = bench.run(backends, cases, large=args.large, dtype=args.dtype, steps=args.steps,
                         repeats=args.repeats, optimizer=args.optimizer, report=report)
@@ -262,8 +287,8 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 # -- parser --------------------------------------------------------------------------------
 def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
-                        help="numpy, torch, cupy, array_api_strict, ... (default: PORTGD_BACKEND "
-                             "or numpy)")
+                        help="numpy, torch, cupy, array_api_strict, ... (default: "
+                             "PORTGD_BACKEND, else numpy)")
     parser.add_argument("--device", default=None, help="cpu, cuda:0, device1, ...")
 
 
@@ -274,31 +299,37 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"portgd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    formatter = argparse.ArgumentDefaultsHelpFormatter
     commands.required = True
 
-    backends = commands.add_parser("backends", help="list registered backends and their status")
+    backends = commands.add_parser("backends", formatter_class=formatter,
+                                   help="list registered backends and their status")
     backends.add_argument("--json", action="store_true", help="machine-readable output")
     backends.set_defaults(run=_cmd_backends)
 
     train = commands.add_parser(
-        "train", help="train an MLP (default: digits 0-vs-1)",
+        "train", formatter_class=formatter, help="train an MLP (default: digits 0-vs-1)",
         description="Train a multi-layer perceptron and report held-out accuracy.")
     _where(train)
     train.add_argument("--dataset", default="digits01",
-                       help="digits | digits01 | mnist:PATH | synthetic (default: digits01)")
+                       help="digits | digits01 | mnist:PATH | synthetic")
+    train.add_argument("--download", action="store_true",
+                       help="with mnist:PATH, fetch the MNIST files into PATH if missing "
+                            "(checked against their SHA-256)")
     train.add_argument("--hidden", type=_hidden, default=[64, 32],
-                       help="hidden layer widths, comma-separated (default: 64,32)")
+                       help="hidden layer widths, comma-separated ('' for none)")
     train.add_argument("--activation", default="relu",
                        choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
     train.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
                        help="auto: bce for two classes, ce for more, mse for regression")
     train.add_argument("--optimizer", default="adam",
                        choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate (default: 1e-3)")
-    train.add_argument("--epochs", type=int, default=20)
-    train.add_argument("--batch-size", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    train.add_argument("--epochs", type=_positive, default=20,
+                       help="epochs to train (with --resume: epochs added to the checkpoint's)")
+    train.add_argument("--batch-size", type=_positive, default=32)
     train.add_argument("--test-size", type=float, default=0.2,
-                       help="held-out fraction (default: 0.2)")
+                       help="held-out fraction, also used as validation data")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     train.add_argument("--save", metavar="PATH", help="write a checkpoint after training")
@@ -308,11 +339,14 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--quiet", action="store_true", help="no progress bars")
     train.set_defaults(run=_cmd_train)
 
-    evaluate = commands.add_parser("evaluate", help="evaluate a checkpoint on a dataset")
+    evaluate = commands.add_parser("evaluate", formatter_class=formatter,
+                                   help="evaluate a checkpoint on a dataset")
     evaluate.add_argument("checkpoint")
     _where(evaluate)
     evaluate.add_argument("--dataset", default=None,
                           help="dataset spec (default: the one saved in the checkpoint)")
+    evaluate.add_argument("--download", action="store_true",
+                          help="with mnist:PATH, fetch the MNIST files if missing")
     evaluate.add_argument("--split", choices=["test", "all"], default="test",
                           help="the held-out part (same split as train) or all samples")
     evaluate.add_argument("--test-size", type=float, default=0.2)
@@ -322,7 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=_cmd_evaluate)
 
     bench_cmd = commands.add_parser(
-        "bench", help="training throughput on every usable backend",
+        "bench", formatter_class=formatter, help="training throughput on every usable backend",
         description="Median training throughput (ms/step, samples/s) of MLP shapes.")
     bench_cmd.add_argument("--backend", action="append", default=None,
                            help="a backend to run (repeatable; default: every usable one)")
@@ -331,21 +365,22 @@ def build_parser() -> argparse.ArgumentParser:
                            help="a substring of a case name (repeatable; default: all)")
     bench_cmd.add_argument("--large", action="store_true",
                            help="also run the 4096-wide case on CPU backends")
-    bench_cmd.add_argument("--steps", type=int, default=50, help="steps per epoch")
-    bench_cmd.add_argument("--repeats", type=int, default=5, help="timed epochs")
+    bench_cmd.add_argument("--steps", type=_positive, default=50, help="steps per epoch")
+    bench_cmd.add_argument("--repeats", type=_positive, default=5, help="timed epochs")
     bench_cmd.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     bench_cmd.add_argument("--optimizer", default="sgd",
                            choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
     bench_cmd.add_argument("--json", action="store_true")
     bench_cmd.set_defaults(run=_cmd_bench)
 
-    solve = commands.add_parser("solve", help="solve A x = Y by gradient descent")
+    solve = commands.add_parser("solve", formatter_class=formatter,
+                                help="solve A x = Y by gradient descent")
     _where(solve)
     solve.add_argument("--A", metavar="FILE", help=".npy or CSV matrix (default: worked 3x3)")
     solve.add_argument("--Y", metavar="FILE", help=".npy or CSV right-hand side")
     solve.add_argument("--lr", type=float, default=0.01)
-    solve.add_argument("--iters", type=int, default=10_000)
-    solve.add_argument("--log-every", type=int, default=1000)
+    solve.add_argument("--iters", type=_positive, default=10_000)
+    solve.add_argument("--log-every", type=_positive, default=1000)
     solve.add_argument("--dtype", default="float64", choices=["float32", "float64"])
     solve.add_argument("--json", action="store_true")
     solve.set_defaults(run=_cmd_solve)

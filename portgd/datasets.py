@@ -25,7 +25,6 @@ import importlib.util
 import math
 import numbers
 import os
-import tempfile
 import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -33,6 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from ._files import write_atomically
 from ._registry import backend_of, get_backend
 from .errors import BackendMismatchError, DatasetError
 
@@ -459,21 +459,10 @@ def _why(exc: BaseException) -> str:
 
 def _write_atomically(dest: Path, payload: bytes) -> None:
     """Write ``dest`` so that it either holds all of ``payload`` or does not exist."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, dest)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        if isinstance(exc, OSError):
-            raise DatasetError(f"cannot write {dest}: {exc.strerror or exc}") from None
-        raise
+        write_atomically(dest, lambda handle: handle.write(payload))
+    except OSError as exc:
+        raise DatasetError(f"cannot write {dest}: {exc.strerror or exc}") from None
 
 
 def _download(name: str, folder: Path) -> Path:

@@ -4,13 +4,12 @@ Data is moved to the model's device once. Each epoch draws its batch order on th
 the seeded generator (so every backend sees the same batches), transfers the permutation once
 and gathers the epoch's data on the device; batches are slices of that. Inside a step nothing
 is read back to the host: the loss and metrics are added up on the device and read once per
-epoch (and, with a progress bar, a few times per epoch).
+epoch (and, with a progress bar on a terminal, at most twice a second).
 """
 
 from __future__ import annotations
 
 import math
-import time
 import warnings
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
@@ -20,12 +19,11 @@ from . import metrics as metrics_module
 from .callbacks import Callback, CallbackList
 from .errors import DatasetError, InputError, NonFiniteLossError, ShapeError
 from .history import History
+from .progress import EpochProgress
 
 if TYPE_CHECKING:
     from .losses import Loss
     from .model import Sequential
-
-PROGRESS_UPDATES_PER_EPOCH = 10
 
 
 def _host(model: Sequential, y: Any) -> Any:
@@ -105,8 +103,9 @@ def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any,
 class _Accumulator:
     """Sums of the loss and the metrics over an epoch, kept on the device."""
 
-    def __init__(self, metrics: Sequence[metrics_module.Metric]) -> None:
+    def __init__(self, metrics: Sequence[metrics_module.Metric], backend: Any) -> None:
         self.metrics = metrics
+        self.backend = backend
         self.loss_sum: Any = 0.0
         self.sums: list[Any] = [0.0] * len(metrics)
         self.batch_losses: list[Any] = []
@@ -119,27 +118,21 @@ class _Accumulator:
         self.sums = [s + m.batch_sum(yhat, y) for s, m in zip(self.sums, self.metrics, strict=True)]
         self.samples += n
 
-    def read(self, backend: Any, prefix: str = "") -> dict[str, float]:
+    def read(self, prefix: str = "") -> dict[str, float]:
         """One host read of everything accumulated; means per sample."""
+        backend = self.backend
         xp = backend.xp
         values = [xp.reshape(xp.asarray(v), (1,)) for v in (self.loss_sum, *self.sums)]
         host = backend.to_numpy(xp.concat(values)) / max(self.samples, 1)
         names = ["loss", *(m.name for m in self.metrics)]
         return {prefix + name: float(v) for name, v in zip(names, host, strict=True)}
 
-    def first_nonfinite_batch(self, backend: Any) -> int | None:
+    def first_nonfinite_batch(self) -> int | None:
+        backend = self.backend
         xp = backend.xp
         host = backend.to_numpy(xp.stack([xp.asarray(v) for v in self.batch_losses]))
         bad = [i for i, v in enumerate(host.tolist()) if not math.isfinite(v)]
         return bad[0] if bad else None
-
-
-def _progress(verbose: int, epoch: int, epochs: int, n_batches: int) -> Any:
-    if not verbose:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=n_batches, desc=f"epoch {epoch + 1}/{epochs}", unit="batch", leave=True)
 
 
 def fit(
@@ -174,7 +167,8 @@ def fit(
             split takes the last fraction of ``(x, y)`` before shuffling.
         metrics: names or Metric objects, reported for training and validation data.
         callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
-        verbose: 1 shows a progress bar per epoch; 0 prints nothing.
+        verbose: 1 reports each epoch on stderr (a progress bar on a terminal, refreshed
+            at most twice a second; one line per epoch elsewhere); 0 prints nothing.
         seed: seeds the batch order; None continues the model's own generator.
         stop_on_nonfinite: raise NonFiniteLossError when an epoch's loss is NaN or infinite
             (read once per epoch); False keeps training.
@@ -212,7 +206,6 @@ def fit(
     hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history)
     hooks.on_train_begin()
     n_batches = math.ceil(n / batch_size)
-    log_every = max(1, n_batches // PROGRESS_UPDATES_PER_EPOCH)
     with backend.activate():
         for epoch in range(epochs):
             hooks.on_epoch_begin(epoch)
@@ -221,29 +214,25 @@ def fit(
                 xe, ye = xp.take(x, order, axis=0), xp.take(y, order, axis=0)
             else:
                 xe, ye = x, y
-            bar = _progress(verbose, epoch, epochs, n_batches)
-            totals = _Accumulator(bound)
-            started = time.perf_counter()
+            progress = EpochProgress(epoch, epochs, n_batches) if verbose else None
+            totals = _Accumulator(bound, backend)
             for b, start in enumerate(range(0, n, batch_size)):
                 stop = min(start + batch_size, n)
                 xb, yb = xe[start:stop, ...], ye[start:stop, ...]
                 yhat = model.forward(xb)
                 totals.add(model.loss_and_backward(yhat, yb, loss), yhat, yb)
                 optimizer.update(model)
-                if bar is not None and ((b + 1) % log_every == 0 or b + 1 == n_batches):
-                    bar.update((b + 1) - bar.n)
-                    rate = totals.samples / max(time.perf_counter() - started, 1e-9)
-                    bar.set_postfix(totals.read(backend), samples_per_s=f"{rate:.0f}")
-            logs = totals.read(backend)
+                if progress is not None:
+                    progress.step(b + 1, totals.samples, totals.read)
+            logs = totals.read()
             if validation is not None:
                 logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_"))
-            if bar is not None:
-                bar.set_postfix(logs)
-                bar.close()
+            if progress is not None:
+                progress.finish(logs, totals.samples)
             history.append(epoch, logs)
             hooks.on_epoch_end(epoch, logs)
             if not math.isfinite(logs["loss"]) and stop_on_nonfinite and not model.stop_training:
-                batch = totals.first_nonfinite_batch(backend)
+                batch = totals.first_nonfinite_batch()
                 raise NonFiniteLossError(
                     f"the training loss became {logs['loss']} in epoch {epoch + 1} "
                     f"(first at batch {batch}, samples {batch * batch_size} to "
@@ -268,7 +257,7 @@ def _evaluate(
 ) -> dict[str, float]:
     n = x.shape[0]
     step = n if batch_size is None else batch_size
-    totals = _Accumulator(metrics)
+    totals = _Accumulator(metrics, model.backend)
     for start in range(0, n, step):
         stop = min(start + step, n)
         xb, yb = x[start:stop, ...], y[start:stop, ...]
@@ -279,7 +268,7 @@ def _evaluate(
         else:
             value = loss.value(yhat, yb)
         totals.add(value, yhat, yb)
-    return totals.read(model.backend, prefix)
+    return totals.read(prefix)
 
 
 def evaluate(

@@ -49,6 +49,20 @@ def load_or_skip(name: str, device: str | None, gpu: bool = False) -> portgd.bac
         pytest.skip(message)
 
 
+def pytest_report_header(config):
+    """One line per GPU case: whether it runs here, and the probe's reason when not."""
+    lines = []
+    for case_id, name, device, gpu in BACKEND_CASES:
+        if not gpu:
+            continue
+        try:
+            portgd.get_backend(name, device)
+            lines.append(f"portgd {case_id}: usable, the gpu-marked cases run")
+        except portgd.BackendError as exc:
+            lines.append(f"portgd {case_id}: skipped ({exc})")
+    return lines
+
+
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend(request):
     """Every backend of the registry in turn (GPU cases only where a GPU is usable)."""

@@ -169,3 +169,11 @@ def test_file_layout(tmp_path):
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
     assert "header.npy" in names and "param/0.weight.npy" in names
+
+
+def test_saved_file_has_the_usual_permissions(tmp_path):
+    model, _ = trained()
+    path = portgd.save(tmp_path / "m.npz", model)
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask

@@ -129,3 +129,26 @@ def test_bench_flop_count():
 def test_bench_unknown_case_is_a_user_error():
     done = run("bench", "--case", "resnet")
     assert done.returncode == 2 and "no benchmark case matches 'resnet'" in done.stderr
+
+
+def test_evaluate_a_checkpoint_without_a_dataset_asks_for_one(tmp_path):
+    import portgd
+
+    path = portgd.save(tmp_path / "m.npz", portgd.mlp(64, [4], 10, output="softmax"))
+    done = run("evaluate", str(path))
+    assert done.returncode == 2
+    assert "does not record its dataset" in done.stderr and "--dataset" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--epochs", "0"], "expected a positive integer, got '0'"),
+        (["train", "--hidden", "64,,32"], "--hidden takes comma-separated"),
+        (["train", "--download"], "--download applies to --dataset mnist:PATH only"),
+    ],
+)
+def test_option_values_are_checked_before_any_work(argv, message):
+    done = run(*argv)
+    assert done.returncode == 2 and message in done.stderr
+    assert done.stdout == ""  # nothing ran: not even the header line

@@ -152,9 +152,35 @@ def test_verbose_zero_prints_nothing_and_one_shows_progress(capsys):
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
     model.fit(x, y, loss="bce", epochs=2, batch_size=32, verbose=1, metrics=["accuracy"])
-    err = capsys.readouterr().err
-    assert "epoch 1/2" in err and "epoch 2/2" in err
-    assert "loss=" in err and "accuracy=" in err and "samples_per_s=" in err
+    lines = capsys.readouterr().err.splitlines()  # not a terminal: one line per epoch
+    assert [line.split(":")[0] for line in lines] == ["epoch 1/2", "epoch 2/2"]
+    assert all("loss=" in line and "accuracy=" in line and "samples/s)" in line
+               for line in lines)
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+
+    from portgd.progress import EpochProgress
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    screen = Terminal()
+    reads = []
+
+    def read():
+        reads.append(1)
+        return {"loss": 0.5}
+
+    progress = EpochProgress(0, 3, n_batches=100, stream=screen)
+    for done in range(1, 101):
+        progress.step(done, 32 * done, read)
+    progress.finish({"loss": 0.25}, 3200)
+    text = screen.getvalue()
+    assert "epoch 1/3" in text and "100/100" in text and "loss=0.25" in text
+    assert len(reads) <= 2  # a fast epoch reads the device at most at the end
 
 
 @pytest.mark.parametrize(

@@ -197,8 +197,12 @@ class Backend:
         return self.xp.asarray(host, device=self.device, copy=copy)
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        """A host NumPy copy of ``x`` (the only road from the device to the host)."""
-        return np.asarray(x)
+        """A host NumPy copy of ``x`` (the only road from the device to the host).
+
+        Always a copy, never a view, also on the CPU: later updates to ``x`` (in-place fast
+        paths included) do not show through.
+        """
+        return np.array(x, copy=True)
 
     def synchronize(self) -> None:
         """Wait until queued device work has finished (a no-op on synchronous libraries)."""

@@ -33,8 +33,29 @@ print(json.dumps({"count": n, "version": cupy.__version__}))
 
 
 @functools.cache
+def _verdict() -> tuple[int, str] | BackendUnavailableError:
+    try:
+        return _run_probe()
+    except BackendUnavailableError as exc:
+        return exc
+
+
 def probe() -> tuple[int, str]:
-    """(number of usable CUDA devices, cupy version), or BackendUnavailableError why not."""
+    """(number of usable CUDA devices, cupy version), or BackendUnavailableError why not.
+
+    Runs once per process; the verdict, a failure included, is kept
+    (``probe.cache_clear()`` forgets it).
+    """
+    verdict = _verdict()
+    if isinstance(verdict, BackendUnavailableError):
+        raise verdict
+    return verdict
+
+
+probe.cache_clear = _verdict.cache_clear  # type: ignore[attr-defined]
+
+
+def _run_probe() -> tuple[int, str]:
     if importlib.util.find_spec("cupy") is None:
         raise BackendUnavailableError(f"cupy is not installed; install it with {INSTALL_HINT}")
     try:

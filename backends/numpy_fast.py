@@ -25,7 +25,11 @@ _local = threading.local()
 
 
 def _scratch(like: np.ndarray) -> np.ndarray:
-    """A reusable buffer shaped like ``like`` (one per shape, dtype and thread)."""
+    """A reusable buffer shaped like ``like`` (one per shape, dtype and thread).
+
+    Buffers live as long as the thread: at most the size of the largest parameter per
+    distinct parameter shape (64 MiB after a 4096x4096 float32 layer).
+    """
     buffers = getattr(_local, "buffers", None)
     if buffers is None:
         buffers = _local.buffers = {}

@@ -21,7 +21,7 @@ INSTALL_HINT = "pip install 'portgd[test]' (or pip install array-api-strict)"
 class StrictBackend(Backend):
     def to_numpy(self, x: Any) -> np.ndarray:
         host_device = self.xp.__array_namespace_info__().default_device()
-        return np.asarray(x.to_device(host_device))
+        return np.array(x.to_device(host_device), copy=True)
 
 
 @backend_factory(library="array_api_strict", install_hint=INSTALL_HINT)

@@ -19,7 +19,8 @@ class TorchBackend(Backend):
         self._torch = torch
 
     def to_numpy(self, x: Any) -> np.ndarray:
-        return x.detach().cpu().numpy()
+        host = x.detach().cpu().numpy()
+        return host.copy() if x.device.type == "cpu" else host  # .numpy() of a CPU tensor is a view
 
     def synchronize(self) -> None:
         if self.device.type == "cuda":

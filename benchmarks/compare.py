@@ -249,7 +249,7 @@ def main(argv: list[str] | None = None) -> int:
             if case.large and not (args.large or bench.is_gpu(backend)):
                 continue
             result = bench.run_case(case, backend, steps=args.steps, repeats=args.repeats)
-            row[f"portgd-{backend.name}"] = result.ms_per_step
+            row[f"portgd-{backend.name}@{backend.device_name}"] = result.ms_per_step
         if "numpy" in names and (not case.large or args.large):
             row["numpy-hand"] = 1e3 * hand_written(case, x, y, np, args.steps, args.repeats,
                                                    lambda: None) / args.steps
@@ -307,7 +307,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
                                                       "torch-eager-"))]
         for name in contenders:
             ms = row[name]
-            gpu_side = name.endswith(("cupy", "cuda")) or name.startswith("cupy")
+            gpu_side = "@cuda" in name or name.startswith("cupy") or name.endswith("cuda")
             hand = row.get("cupy-hand" if gpu_side else "numpy-hand")
             torch_ref = row.get("torch-eager-cuda" if gpu_side else "torch-eager-cpu")
             peak = row.get("cupy-peak-gflops" if gpu_side else "numpy-peak-gflops")

@@ -6,8 +6,8 @@
 #
 #   benchmarks/gpu_check.sh OUTDIR
 set -u -o pipefail
-out="${1:?usage: benchmarks/gpu_check.sh OUTDIR}"
-mkdir -p "$out"
+mkdir -p "${1:?usage: benchmarks/gpu_check.sh OUTDIR}"
+out="$(cd "$1" && pwd)"          # absolute: the script moves to the repository root next
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 export NVIDIA_TF32_OVERRIDE=0          # no TF32 in cuBLAS, for CuPy and PyTorch alike
@@ -54,10 +54,11 @@ step() {  # step NAME SECONDS COMMAND...: run with a time limit, log, remember f
   [ "$rc" -eq 0 ] || status=1
 }
 
-step pytest 300 python -m pytest -q -rfEs -p no:cacheprovider
-step train 90 sh -c 'portgd train --backend cupy --quiet && portgd train --backend torch --device cuda:0 --quiet && portgd train --backend cupy --dataset digits --epochs 30 --quiet'
-step bench 120 portgd bench --backend cupy --backend torch --device cuda:0 --steps 30 --repeats 5
-step compare 150 python benchmarks/compare.py --backend cupy --backend torch@cuda:0 \
+# Time limits add up to 450 s, under the 8-minute budget with the version block.
+step pytest 240 python -m pytest -q -rfEs -p no:cacheprovider
+step train 60 sh -c 'portgd train --backend cupy --quiet && portgd train --backend torch --device cuda:0 --quiet && portgd train --backend cupy --dataset digits --epochs 30 --quiet'
+step bench 60 portgd bench --backend cupy --backend torch --device cuda:0 --steps 30 --repeats 5
+step compare 90 python benchmarks/compare.py --backend cupy --backend torch@cuda:0 \
   --steps 30 --repeats 5 --json "$out/compare.json" --markdown
 
 echo "gpu_check: $([ $status -eq 0 ] && echo clean || echo FAILURES) (logs in $out)"

@@ -201,14 +201,18 @@ def backend_of(x: Any) -> Backend:
     """The registered Backend whose library and device hold the array ``x``.
 
     Host data (NumPy arrays, Python numbers and lists) belongs to the ``numpy`` backend.
+    When several backends wrap the same library (a plugin over NumPy, say), the one named
+    after the library wins, then the active backend, then the first by name.
     """
     library = type(x).__module__.split(".")[0]
     if library == "builtins":
         library = "numpy"
-    for name in backend_names():
-        if _metadata(_registry.factories[name], "library") == library:
-            device = getattr(x, "device", None)
-            return load_backend(name, device)
+    names = [name for name in backend_names()
+             if _metadata(_registry.factories[name], "library") == library]
+    if names:
+        active = _current_choice()[0]
+        preferred = [n for n in names if n == library] + [n for n in names if n == active]
+        return load_backend((preferred or names)[0], getattr(x, "device", None))
     raise BackendNotFoundError(
         f"no registered backend handles arrays of type {type(x).__module__}.{type(x).__name__}"
     )

@@ -23,7 +23,7 @@ import numpy as np
 
 from . import __version__
 from ._files import write_atomically
-from .errors import CheckpointError, PortgdError
+from .errors import BackendError, CheckpointError, PortgdError
 from .model import Sequential
 
 FORMAT = "portgd-checkpoint"
@@ -99,7 +99,10 @@ def _write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
         raise CheckpointError(
             f"cannot save to {target}: the folder {target.parent} does not exist"
         )
-    write_atomically(target, lambda handle: np.savez(handle, allow_pickle=False, **arrays))
+    for name, value in arrays.items():
+        if value.dtype.hasobject:  # would be pickled, and load refuses pickles
+            raise CheckpointError(f"cannot save {name}: it holds Python objects, not numbers")
+    write_atomically(target, lambda handle: np.savez(handle, **arrays))
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -168,8 +171,8 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
             }
             optimizer = optimizer_from_state_dict(saved)
             optimizer.to(model.backend)
-    except CheckpointError:
-        raise
+    except (CheckpointError, BackendError):
+        raise  # already says what is wrong: an unusable backend, a dtype the device lacks
     except (PortgdError, KeyError, TypeError, ValueError) as exc:
         raise CheckpointError(
             f"{path} does not describe a valid model ({type(exc).__name__}: {exc})"

@@ -18,6 +18,9 @@ from ._registry import available_backends, get_backend
 from .errors import InputError, PortgdError
 
 USER_ERROR = 2
+DEFAULT_DATASET = "digits01"
+DEFAULT_SEED = 0
+DEFAULT_TEST_SIZE = 0.2
 
 
 class _Parser(argparse.ArgumentParser):
@@ -101,6 +104,21 @@ def _download_option(args: argparse.Namespace) -> dict[str, Any]:
     return {"download": True} if args.download else {}
 
 
+def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+    """Dataset and held-out split: the options given, else the checkpoint's, else defaults.
+
+    Resuming or evaluating with the split the model was trained with keeps its training
+    samples out of the held-out figures.
+    """
+    split = meta.get("split") or {}
+    if args.dataset is None:
+        args.dataset = meta.get("dataset") or DEFAULT_DATASET
+    if args.seed is None:
+        args.seed = split.get("seed", DEFAULT_SEED)
+    if args.test_size is None:
+        args.test_size = split.get("test_size", DEFAULT_TEST_SIZE)
+
+
 def _train_data(args: argparse.Namespace, backend: Any) -> tuple[Any, Any]:
     from . import datasets
 
@@ -131,10 +149,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .model import mlp
 
     backend = get_backend(args.backend, args.device)
+    resumed = load(args.resume, backend=backend) if args.resume else None
+    _resolve_data_settings(args, resumed.metadata if resumed else {})
     train, test = _train_data(args, backend)
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
-    if args.resume:
-        model, optimizer, meta = load(args.resume, backend=backend)
+    if resumed is not None:
+        model, optimizer, meta = resumed
         if model.in_features != train.n_features or model.out_features != outputs:
             raise InputError(
                 f"the checkpoint {args.resume} is a model for {model.in_features} features "
@@ -158,14 +178,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"optimizer {type(optimizer).__name__} lr={optimizer.lr:g}")
     history = model.fit(
         train.X, _targets_for(loss, train.y, xp), loss=_loss_object(loss), optimizer=optimizer,
-        epochs=args.epochs, batch_size=min(args.batch_size, train.n_samples),
-        metrics=metrics, verbose=0 if args.json or args.quiet else 1,
+        epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
+        batch_size=args.batch_size, metrics=metrics, verbose=0 if args.json or args.quiet else 1,
         validation_data=(test.X, _targets_for(loss, test.y, xp)),
     )
     final = model.evaluate(test.X, _targets_for(loss, test.y, xp), metrics=metrics)
     epochs_done = first_epoch + len(history)
     if args.save:
-        save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset)
+        save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset,
+             split={"seed": args.seed, "test_size": args.test_size})
     if args.plot:
         history.plot(args.plot)
     summary = {
@@ -195,13 +216,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     backend = get_backend(args.backend, args.device)
     model, _, meta = load(args.checkpoint, backend=backend)
-    spec = args.dataset or meta.get("dataset")
-    if spec is None:
+    if args.dataset is None and meta.get("dataset") is None:
         raise InputError(
             f"{args.checkpoint} does not record its dataset (it was not saved by portgd "
             f"train); pass --dataset, e.g. --dataset digits"
         )
-    args.dataset = spec
+    _resolve_data_settings(args, meta)
+    spec = args.dataset
     data = datasets.load(spec, backend=backend, dtype=model.dtype_name, **_download_option(args))
     if args.split == "test":
         _, data = data.split(args.test_size, seed=args.seed,
@@ -240,8 +261,8 @@ def _matrix_file(path: str, what: str) -> Any:
         if file.suffix == ".npy":
             return np.load(file, allow_pickle=False)
         return np.loadtxt(file, delimiter=",", ndmin=1)
-    except ValueError as exc:
-        raise InputError(f"cannot read {what} from {path}: {exc}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        raise InputError(f"cannot read {what} from {path}: {exc or type(exc).__name__}") from None
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
@@ -311,8 +332,9 @@ def build_parser() -> argparse.ArgumentParser:
         "train", formatter_class=formatter, help="train an MLP (default: digits 0-vs-1)",
         description="Train a multi-layer perceptron and report held-out accuracy.")
     _where(train)
-    train.add_argument("--dataset", default="digits01",
-                       help="digits | digits01 | mnist:PATH | synthetic")
+    train.add_argument("--dataset", default=None,
+                       help=f"digits | digits01 | mnist:PATH | synthetic (default: "
+                            f"{DEFAULT_DATASET}, or the --resume checkpoint's)")
     train.add_argument("--download", action="store_true",
                        help="with mnist:PATH, fetch the MNIST files into PATH if missing "
                             "(checked against their SHA-256)")
@@ -328,9 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive, default=20,
                        help="epochs to train (with --resume: epochs added to the checkpoint's)")
     train.add_argument("--batch-size", type=_positive, default=32)
-    train.add_argument("--test-size", type=float, default=0.2,
-                       help="held-out fraction, also used as validation data")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--test-size", type=float, default=None,
+                       help=f"held-out fraction, also the validation data (default: "
+                            f"{DEFAULT_TEST_SIZE}, or the --resume checkpoint's)")
+    train.add_argument("--seed", type=int, default=None,
+                       help=f"seeds the weights, the split and the batch order (default: "
+                            f"{DEFAULT_SEED}, or the --resume checkpoint's)")
     train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     train.add_argument("--save", metavar="PATH", help="write a checkpoint after training")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
@@ -349,8 +374,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with mnist:PATH, fetch the MNIST files if missing")
     evaluate.add_argument("--split", choices=["test", "all"], default="test",
                           help="the held-out part (same split as train) or all samples")
-    evaluate.add_argument("--test-size", type=float, default=0.2)
-    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--test-size", type=float, default=None,
+                          help="held-out fraction (default: the checkpoint's, else "
+                               f"{DEFAULT_TEST_SIZE})")
+    evaluate.add_argument("--seed", type=int, default=None,
+                          help=f"split seed (default: the checkpoint's, else {DEFAULT_SEED})")
     evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"])
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)

@@ -112,7 +112,7 @@ class Dense(Layer):
             "in_features": self.in_features,
             "out_features": self.out_features,
             "bias": self.use_bias,
-            "init": self.init if isinstance(self.init, str) else "custom",
+            "init": self.init if isinstance(self.init, str) else "custom",  # a callable
         }
 
     def forward(self, x: Any) -> Any:
@@ -252,8 +252,15 @@ ACTIVATIONS: dict[str, type[Layer]] = {
 
 
 def layer_from_config(config: dict[str, Any]) -> Layer:
-    """Rebuild a layer from ``{"type": name, **config()}``."""
+    """Rebuild a layer from ``{"type": name, **config()}``.
+
+    A Dense layer saved with a custom (callable) initializer records ``init="custom"``; it
+    is rebuilt with ``init="zeros"``, and loading the saved weights then replaces them.
+    """
     kind = config.get("type")
     if kind not in LAYERS:
         raise InputError(f"unknown layer type {kind!r}; known: {', '.join(LAYERS)}")
-    return LAYERS[kind](**{k: v for k, v in config.items() if k != "type"})
+    kwargs = {k: v for k, v in config.items() if k != "type"}
+    if kwargs.get("init") == "custom":
+        kwargs["init"] = "zeros"
+    return LAYERS[kind](**kwargs)

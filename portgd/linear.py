@@ -48,6 +48,12 @@ def solve_linear(
         target = backend_of(A)
     else:
         target = get_backend(backend, device)
+    with target.activate():
+        return _descend(target, A, Y, float(lr), iters, log_every, dtype)
+
+
+def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
+             dtype: Any) -> LinearSolution:
     xp = target.xp
     A = target.asarray(A, dtype=dtype)
     Y = target.asarray(Y, dtype=dtype)
@@ -59,17 +65,16 @@ def solve_linear(
             f"got {tuple(Y.shape)}"
         )
     n = A.shape[0]
-    step = 2.0 * float(lr) / n
+    step = 2.0 * lr / n
     At = A.T
     x = xp.zeros((A.shape[1], *Y.shape[1:]), dtype=A.dtype, device=target.device)
     recorded, iterations = [], []
-    with target.activate():
-        for i in range(iters + 1):
-            residual = A @ x - Y
-            if i % log_every == 0 or i == iters:
-                recorded.append(xp.sum(residual * residual) / n)
-                iterations.append(i)
-            if i < iters:
-                x = x - step * (At @ residual)
-        losses = target.to_numpy(xp.stack(recorded)).tolist()
+    for i in range(iters + 1):
+        residual = A @ x - Y
+        if i % log_every == 0 or i == iters:
+            recorded.append(xp.sum(residual * residual) / n)
+            iterations.append(i)
+        if i < iters:
+            x = x - step * (At @ residual)
+    losses = target.to_numpy(xp.stack(recorded)).tolist()
     return LinearSolution(x, losses, iterations)

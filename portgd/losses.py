@@ -44,30 +44,35 @@ class Loss:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"
 
-    def __call__(self, yhat: Any, y: Any) -> tuple[Any, Any]:
-        """``(loss, dL/dyhat)`` for predictions ``yhat`` and targets ``y``."""
-        xp = namespace_of(yhat)
+    def __call__(self, yhat: Any, y: Any, xp: Any = None) -> tuple[Any, Any]:
+        """``(loss, dL/dyhat)`` for predictions ``yhat`` and targets ``y``.
+
+        ``xp`` is the namespace of the arrays; a model passes its own, resolved once.
+        """
+        xp = namespace_of(yhat) if xp is None else xp
         y = self._targets(xp, yhat, y)
-        return self._value_and_grad(xp, yhat, y, self._scale(yhat))
+        return self._value_and_grad(xp, yhat, y, self._scale(yhat), True)
 
-    def value(self, yhat: Any, y: Any) -> Any:
-        """The loss alone, as a 0-d array."""
-        return self(yhat, y)[0]
+    def value(self, yhat: Any, y: Any, xp: Any = None) -> Any:
+        """The loss alone, as a 0-d array (the gradient is not computed)."""
+        xp = namespace_of(yhat) if xp is None else xp
+        y = self._targets(xp, yhat, y)
+        return self._value_and_grad(xp, yhat, y, self._scale(yhat), False)[0]
 
-    def fused(self, logits: Any, yhat: Any, y: Any) -> tuple[Any, Any]:
+    def fused(self, logits: Any, yhat: Any, y: Any, xp: Any = None) -> tuple[Any, Any]:
         """``(loss, dL/dz)`` for the fused activation with input ``z`` and output ``yhat``.
 
         The value comes from the stable logits form; the gradient is ``scale * (yhat - y)``,
         reusing the activation's output.
         """
-        xp = namespace_of(logits)
+        xp = namespace_of(logits) if xp is None else xp
         y = self._targets(xp, logits, y)
         scale = self._scale(logits)
         return self._logits_value(xp, logits, y, scale), (yhat - y) * scale
 
-    def fused_value(self, logits: Any, y: Any) -> Any:
+    def fused_value(self, logits: Any, y: Any, xp: Any = None) -> Any:
         """The fused pair's loss value alone, from the logits."""
-        xp = namespace_of(logits)
+        xp = namespace_of(logits) if xp is None else xp
         y = self._targets(xp, logits, y)
         return self._logits_value(xp, logits, y, self._scale(logits))
 
@@ -86,7 +91,10 @@ class Loss:
             )
         return y if y.dtype == yhat.dtype else xp.astype(y, yhat.dtype)
 
-    def _value_and_grad(self, xp: Any, yhat: Any, y: Any, scale: float) -> tuple[Any, Any]:
+    def _value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
+        """``(value, dL/dyhat)``; the gradient is None unless ``grad``."""
         raise NotImplementedError
 
     def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
@@ -102,9 +110,11 @@ class MSE(Loss):
     ``scale = 1 / (N * outputs)`` for ``reduction="mean"``, as ``torch.nn.MSELoss``.
     """
 
-    def _value_and_grad(self, xp: Any, yhat: Any, y: Any, scale: float) -> tuple[Any, Any]:
+    def _value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
         diff = yhat - y
-        return xp.sum(diff * diff) * scale, diff * (2.0 * scale)
+        return xp.sum(diff * diff) * scale, diff * (2.0 * scale) if grad else None
 
 
 def softplus(xp: Any, z: Any) -> Any:
@@ -136,19 +146,19 @@ class BinaryCrossEntropy(Loss):
     def config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits, "reduction": self.reduction, "eps": self.eps}
 
-    def _value_and_grad(self, xp: Any, yhat: Any, y: Any, scale: float) -> tuple[Any, Any]:
+    def _value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
         if self.from_logits:
-            return self._logits_value_and_grad(xp, yhat, y, scale)
+            value = self._logits_value(xp, yhat, y, scale)
+            return value, (sigmoid(xp, yhat) - y) * scale if grad else None
         p = xp.clip(yhat, self.eps, 1.0 - self.eps)
         q = 1.0 - p
         value = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log(q)) * scale
-        return value, (p - y) / (p * q) * scale
+        return value, (p - y) / (p * q) * scale if grad else None
 
     def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
         return xp.sum(softplus(xp, z) - y * z) * scale
-
-    def _logits_value_and_grad(self, xp: Any, z: Any, y: Any, scale: float) -> tuple[Any, Any]:
-        return self._logits_value(xp, z, y, scale), (sigmoid(xp, z) - y) * scale
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.size and (host_y.min() < 0 or host_y.max() > 1):
@@ -190,19 +200,19 @@ class CategoricalCrossEntropy(Loss):
             y = one_hot(xp, y, yhat.shape[1], yhat.dtype)
         return super()._targets(xp, yhat, y)
 
-    def _value_and_grad(self, xp: Any, yhat: Any, y: Any, scale: float) -> tuple[Any, Any]:
+    def _value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
         if self.from_logits:
-            return self._logits_value_and_grad(xp, yhat, y, scale)
+            value = self._logits_value(xp, yhat, y, scale)
+            return value, (softmax(xp, yhat) - y) * scale if grad else None
         p = xp.clip(yhat, self.eps, 1.0)
-        return -xp.sum(y * xp.log(p)) * scale, -(y / p) * scale
+        return -xp.sum(y * xp.log(p)) * scale, -(y / p) * scale if grad else None
 
     def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
         shifted = z - xp.max(z, axis=-1, keepdims=True)
         lse = xp.log(xp.sum(xp.exp(shifted), axis=-1))
         return xp.sum(lse - xp.sum(y * shifted, axis=-1)) * scale
-
-    def _logits_value_and_grad(self, xp: Any, z: Any, y: Any, scale: float) -> tuple[Any, Any]:
-        return self._logits_value(xp, z, y, scale), (softmax(xp, z) - y) * scale
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.ndim == 1:

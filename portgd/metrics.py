@@ -15,10 +15,13 @@ from .errors import InputError
 class Metric:
     name = "metric"
 
-    def bind(self, xp: Any, threshold: float) -> Metric:
-        """Fix the namespace and the binary decision threshold (0.5, or 0 for logits)."""
+    def bind(self, xp: Any, threshold: float, binary: bool) -> Metric:
+        """Fix the namespace, the decision threshold (0.5, or 0 for logits) and whether the
+        outputs are independent binary decisions (binary cross-entropy) or one choice
+        among classes."""
         self.xp = xp
         self.threshold = threshold
+        self.binary = binary
         return self
 
     def batch_sum(self, yhat: Any, y: Any) -> Any:
@@ -26,19 +29,21 @@ class Metric:
 
 
 class Accuracy(Metric):
-    """Fraction of samples classified correctly.
+    """Fraction of decisions that are right.
 
-    One output: binary, the prediction is ``yhat > threshold`` (0.5 for probabilities, 0 for
-    logits) and the target ``y > 0.5``. Several outputs: categorical, ``argmax yhat`` against
-    the integer label or the argmax of a one-hot target.
+    Binary (one output, or binary cross-entropy over several independent outputs): each
+    output's prediction ``yhat > threshold`` (0.5 for probabilities, 0 for logits) against
+    ``y > 0.5``, averaged over the outputs as Keras's binary accuracy. Categorical:
+    ``argmax yhat`` against the integer label or the argmax of a one-hot target.
     """
 
     name = "accuracy"
 
     def batch_sum(self, yhat: Any, y: Any) -> Any:
         xp = self.xp
-        if yhat.shape[-1] == 1:
+        if self.binary or yhat.shape[-1] == 1:
             hit = (yhat > self.threshold) == (y > 0.5)
+            return xp.sum(xp.astype(hit, yhat.dtype)) / yhat.shape[-1]
         else:
             labels = y if y.ndim == 1 else xp.argmax(y, axis=-1)
             hit = xp.argmax(yhat, axis=-1) == xp.astype(labels, xp.int64)

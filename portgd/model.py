@@ -86,8 +86,9 @@ class Sequential:
         self.backend = get_backend(backend, device)
         self.dtype = self.backend.dtype(dtype)
         self.rng = self.backend.rng(seed)
-        for layer in self.layers:
-            layer.build(self.backend, self.rng, self.dtype)
+        with self.backend.activate():
+            for layer in self.layers:
+                layer.build(self.backend, self.rng, self.dtype)
 
     # -- description ------------------------------------------------------------------
     @property
@@ -164,10 +165,18 @@ class Sequential:
 
     def state_dict(self) -> dict[str, Any]:
         """Host NumPy copies of every parameter, keyed like ``params``."""
-        return {name: self.backend.to_numpy(p).copy() for name, p in self.params.items()}
+        return {name: self.backend.to_numpy(p) for name, p in self.params.items()}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
-        """Set every parameter from host arrays (or this backend's arrays), checking shapes."""
+        """Set every parameter from host arrays (or this backend's arrays), checking shapes.
+
+        The values are copied: the model never updates arrays the caller still holds.
+        """
+        with self.backend.activate():
+            self.params = self._converted(state, self.backend, self.dtype)
+
+    def _converted(self, state: Mapping[str, Any], backend: Any, dtype: Any) -> dict[str, Any]:
+        """``state`` checked against this model's parameters and copied onto ``backend``."""
         current = self.params
         missing = sorted(set(current) - set(state))
         unexpected = sorted(set(state) - set(current))
@@ -177,25 +186,31 @@ class Sequential:
             )
         new = {}
         for name, value in state.items():
+            if backend.is_host(value):
+                value = backend.host.asarray(value)
             if tuple(value.shape) != tuple(current[name].shape):
                 raise ShapeError(
                     f"parameter {name!r} is shaped {tuple(current[name].shape)} in this model "
                     f"but {tuple(value.shape)} in the state dict"
                 )
-            new[name] = self.backend.asarray(value, dtype=self.dtype, copy=True)
-        self.params = new
+            new[name] = backend.asarray(value, dtype=dtype, copy=True)
+        return new
 
     def to(self, backend: Any, device: Any = None) -> Sequential:
-        """Move the model to another backend or device (through the host); returns self."""
+        """Move the model to another backend or device (through the host); returns self.
+
+        Nothing changes if the move fails (say, float64 onto a device without it).
+        """
         target = get_backend(backend, device)
         if target == self.backend:
             return self
-        state = self.state_dict()
-        self.backend = target
-        self.dtype = target.dtype(self.dtype_name)
+        dtype = target.dtype(self.dtype_name)
+        with target.activate():
+            params = self._converted(self.state_dict(), target, dtype)
+        self.backend, self.dtype = target, dtype
         for layer in self.layers:
             layer.bind(target)
-        self.load_state_dict(state)
+        self.params = params
         return self
 
     # -- computing --------------------------------------------------------------------
@@ -231,10 +246,10 @@ class Sequential:
         """
         last = self.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value, dz = loss.fused(last.logits, yhat, y)
+            value, dz = loss.fused(last.logits, yhat, y, self.xp)
             self.backward(dz, start=len(self.layers) - 2)
         else:
-            value, dout = loss(yhat, y)
+            value, dout = loss(yhat, y, self.xp)
             self.backward(dout)
         return value
 
@@ -248,12 +263,14 @@ class Sequential:
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         """The model's output for ``x`` (host data or this backend's arrays)."""
-        x = self.input(x)
-        if batch_size is None or x.shape[0] <= batch_size:
-            return self.forward(x)
-        n = x.shape[0]
-        parts = [self.forward(x[i : min(i + batch_size, n), ...]) for i in range(0, n, batch_size)]
-        return self.xp.concat(parts, axis=0)
+        with self.backend.activate():
+            x = self.input(x)
+            n = x.shape[0]
+            if batch_size is None or n <= batch_size:
+                return self.forward(x)
+            parts = [self.forward(x[i : min(i + batch_size, n), ...])
+                     for i in range(0, n, batch_size)]
+            return self.xp.concat(parts, axis=0)
 
     def fit(self, x: Any, y: Any, **kwargs: Any) -> History:
         """Train with mini-batch gradient descent; see :func:`portgd.training.fit`."""

@@ -492,6 +492,9 @@ class Optimizer:
         (``"<name>:inplace"`` in its ``fast`` table, e.g. NumPy's) may update them and the
         optimizer state without allocating; results are the same as the generic rule's.
         """
+        backend = getattr(model, "backend", None)
+        if self._backend is None and backend is not None:
+            self._adopt(backend)  # the model knows its backend: no need to guess from arrays
         model.params = self._apply(model.params, model.grads, in_place=True)
 
     def _apply(
@@ -512,6 +515,18 @@ class Optimizer:
             self.step_count += 1
             return new_params
         backend = self._resolve(params)
+        with backend.activate():  # CuPy allocates on the current device
+            return self._apply_on(backend, params, present, new_params, in_place)
+
+    def _apply_on(
+        self,
+        backend: Backend,
+        params: Mapping[str, Array],
+        present: dict[str, Array],
+        new_params: dict[str, Array],
+        in_place: bool,
+    ) -> dict[str, Array]:
+        owner = type(self).__name__
         for name, p in params.items():
             self._check_array(backend, p, f"parameter {name!r}")
         for name, g in present.items():
@@ -628,9 +643,7 @@ class Optimizer:
         backend = self._backend
         for name, entry in self.state.items():
             assert backend is not None
-            state[name] = {
-                k: backend.to_numpy(backend.xp.asarray(v, copy=True)) for k, v in entry.items()
-            }
+            state[name] = {k: backend.to_numpy(v) for k, v in entry.items()}
         for name, host in self._pending.items():
             state[name] = {k: v.copy() for k, v in host.items()}
         return {
@@ -743,7 +756,7 @@ class SGD(Optimizer):
 
     def __init__(
         self,
-        lr: LearningRate = 0.01,
+        lr: LearningRate = 0.001,
         momentum: float = 0.0,
         dampening: float = 0.0,
         nesterov: bool = False,

@@ -37,10 +37,10 @@ class EpochProgress:
 
     def step(self, done: int, samples: int, read: Callable[[], dict[str, float]]) -> None:
         """``done`` batches and ``samples`` samples so far; ``read()`` gives the running logs."""
-        if self.bar is None:
+        if self.bar is None or done >= self.n_batches:  # finish() reports the last batch
             return
         now = time.perf_counter()
-        if now - self.last < REFRESH_S and done < self.n_batches:
+        if now - self.last < REFRESH_S:
             return
         self.last = now
         rate = samples / max(now - self.started, 1e-9)

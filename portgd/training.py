@@ -9,9 +9,10 @@ epoch (and, with a progress bar on a terminal, at most twice a second).
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from . import losses as losses_module
@@ -81,9 +82,11 @@ def _warn_double_activation(model: Sequential, loss: Loss) -> None:
         )
 
 
-def _decision_threshold(loss: Loss) -> float:
-    return 0.0 if getattr(loss, "from_logits", False) and not isinstance(
-        loss, losses_module.CategoricalCrossEntropy) else 0.5
+def _bind_metrics(metrics: Sequence[Any], loss: Loss, xp: Any) -> list[metrics_module.Metric]:
+    """Metric objects bound to ``xp`` and to how ``loss`` reads the outputs."""
+    binary = isinstance(loss, losses_module.BinaryCrossEntropy)
+    threshold = 0.0 if binary and loss.from_logits else 0.5
+    return [metrics_module.get(m).bind(xp, threshold, binary) for m in metrics]
 
 
 def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -135,6 +138,18 @@ class _Accumulator:
         return bad[0] if bad else None
 
 
+def on_model_device(function: Callable[..., Any]) -> Callable[..., Any]:
+    """Run ``function(model, ...)`` with the model's device current (CuPy needs it)."""
+
+    @functools.wraps(function)
+    def wrapper(model: Sequential, *args: Any, **kwargs: Any) -> Any:
+        with model.backend.activate():
+            return function(model, *args, **kwargs)
+
+    return wrapper
+
+
+@on_model_device
 def fit(
     model: Sequential,
     x: Any,
@@ -151,6 +166,7 @@ def fit(
     verbose: int = 1,
     seed: int | None = None,
     stop_on_nonfinite: bool = True,
+    initial_epoch: int = 0,
 ) -> History:
     """Train ``model`` on ``(x, y)`` by mini-batch gradient descent; returns a History.
 
@@ -172,6 +188,9 @@ def fit(
         seed: seeds the batch order; None continues the model's own generator.
         stop_on_nonfinite: raise NonFiniteLossError when an epoch's loss is NaN or infinite
             (read once per epoch); False keeps training.
+        initial_epoch: the epoch to start at, when resuming (as Keras): epochs
+            ``initial_epoch`` to ``epochs - 1`` run, and callbacks and the History see
+            those numbers.
     """
     from .optim import Optimizer, make_optimizer
 
@@ -182,6 +201,10 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive int, got {value!r}")
+    if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+        raise InputError(
+            f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}"
+        )
     backend, xp = model.backend, model.xp
     x, y = prepare(model, x, y, loss)
     if validation_data is not None:
@@ -198,50 +221,50 @@ def fit(
             f"the training data has {n} samples, fewer than batch_size={batch_size}; "
             f"use batch_size <= {n} or more data"
         )
-    threshold = _decision_threshold(loss)
-    bound = [metrics_module.get(m).bind(xp, threshold) for m in metrics]
+    bound = _bind_metrics(metrics, loss, xp)
     rng = model.rng if seed is None else backend.rng(seed)
     model.loss, model.optimizer, model.stop_training = loss, optimizer, False
     history = History()
     hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history)
     hooks.on_train_begin()
     n_batches = math.ceil(n / batch_size)
-    with backend.activate():
-        for epoch in range(epochs):
-            hooks.on_epoch_begin(epoch)
-            if shuffle:
-                order = backend.asarray(rng.permutation(n))
-                xe, ye = xp.take(x, order, axis=0), xp.take(y, order, axis=0)
-            else:
-                xe, ye = x, y
-            progress = EpochProgress(epoch, epochs, n_batches) if verbose else None
-            totals = _Accumulator(bound, backend)
-            for b, start in enumerate(range(0, n, batch_size)):
-                stop = min(start + batch_size, n)
-                xb, yb = xe[start:stop, ...], ye[start:stop, ...]
-                yhat = model.forward(xb)
-                totals.add(model.loss_and_backward(yhat, yb, loss), yhat, yb)
-                optimizer.update(model)
-                if progress is not None:
-                    progress.step(b + 1, totals.samples, totals.read)
-            logs = totals.read()
-            if validation is not None:
-                logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_"))
+    for epoch in range(initial_epoch, epochs):
+        hooks.on_epoch_begin(epoch)
+        if shuffle:
+            order = backend.asarray(rng.permutation(n))
+            xe, ye = xp.take(x, order, axis=0), xp.take(y, order, axis=0)
+        else:
+            xe, ye = x, y
+        progress = EpochProgress(epoch, epochs, n_batches) if verbose else None
+        totals = _Accumulator(bound, backend)
+        for b, start in enumerate(range(0, n, batch_size)):
+            stop = min(start + batch_size, n)
+            xb, yb = xe[start:stop, ...], ye[start:stop, ...]
+            yhat = model.forward(xb)
+            totals.add(model.loss_and_backward(yhat, yb, loss), yhat, yb)
+            optimizer.update(model)
             if progress is not None:
-                progress.finish(logs, totals.samples)
-            history.append(epoch, logs)
-            hooks.on_epoch_end(epoch, logs)
-            if not math.isfinite(logs["loss"]) and stop_on_nonfinite and not model.stop_training:
-                batch = totals.first_nonfinite_batch()
-                raise NonFiniteLossError(
-                    f"the training loss became {logs['loss']} in epoch {epoch + 1} "
-                    f"(first at batch {batch}, samples {batch * batch_size} to "
-                    f"{min((batch + 1) * batch_size, n) - 1} of the epoch's order). "
-                    f"Lower the learning rate, standardise the inputs or clip gradients; "
-                    f"pass stop_on_nonfinite=False to keep training."
-                )
-            if model.stop_training:
-                break
+                progress.step(b + 1, totals.samples, totals.read)
+        logs = totals.read()
+        if validation is not None:
+            logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_"))
+        if progress is not None:
+            progress.finish(logs, totals.samples)
+        history.append(epoch, logs)
+        hooks.on_epoch_end(epoch, logs)
+        if not math.isfinite(logs["loss"]) and stop_on_nonfinite and not model.stop_training:
+            batch = totals.first_nonfinite_batch()
+            where = "every batch loss was finite but their sum overflowed" if (
+                batch is None) else (
+                f"first at batch {batch}, samples {batch * batch_size} to "
+                f"{min((batch + 1) * batch_size, n) - 1} of the epoch's order")
+            raise NonFiniteLossError(
+                f"the training loss became {logs['loss']} in epoch {epoch + 1} ({where}). "
+                f"Lower the learning rate, standardise the inputs or clip gradients; "
+                f"pass stop_on_nonfinite=False to keep training."
+            )
+        if model.stop_training:
+            break
     hooks.on_train_end()
     return history
 
@@ -264,13 +287,14 @@ def _evaluate(
         yhat = model.forward(xb)
         last = model.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value = loss.fused_value(last.logits, yb)
+            value = loss.fused_value(last.logits, yb, model.xp)
         else:
-            value = loss.value(yhat, yb)
+            value = loss.value(yhat, yb, model.xp)
         totals.add(value, yhat, yb)
     return totals.read(prefix)
 
 
+@on_model_device
 def evaluate(
     model: Sequential,
     x: Any,
@@ -289,6 +313,5 @@ def evaluate(
             raise InputError("evaluate needs loss=...: this model has not been fitted yet")
     loss = losses_module.get(loss)
     x, y = prepare(model, x, y, loss)
-    bound = [metrics_module.get(m).bind(model.xp, _decision_threshold(loss)) for m in metrics]
-    with model.backend.activate():
-        return _evaluate(model, x, y, loss, bound, batch_size)
+    bound = _bind_metrics(metrics, loss, model.xp)
+    return _evaluate(model, x, y, loss, bound, batch_size)

@@ -665,7 +665,7 @@ def test_config_rebuilds_and_serialises():
     assert make_optimizer("momentum").config()["momentum"] == 0.9
     assert make_optimizer("Momentum", momentum=0.5).config()["momentum"] == 0.5
     assert make_optimizer("adamw").config()["weight_decay"] == 0.01
-    assert SGD().config()["lr"] == 0.01 and Adam().config()["lr"] == 0.001
+    assert SGD().config()["lr"] == 0.001 and Adam().config()["lr"] == 0.001
 
 
 @pytest.mark.parametrize(

@@ -246,3 +246,40 @@ def test_backend_of_and_to_numpy(backend):
     host = portgd.to_numpy(x)
     assert isinstance(host, np.ndarray) and host.dtype == np.float32
     np.testing.assert_array_equal(host, [[1.0, 2.0], [3.0, 4.0]])
+
+
+def test_cupy_probe_verdict_is_kept_also_when_it_fails(monkeypatch):
+    from portgd.backends import cupy as cupy_backend
+
+    calls = []
+
+    def failing():
+        calls.append(1)
+        raise portgd.BackendUnavailableError("no GPU")
+
+    cupy_backend.probe.cache_clear()
+    monkeypatch.setattr(cupy_backend, "_run_probe", failing)
+    try:
+        for _ in range(3):
+            with pytest.raises(portgd.BackendUnavailableError, match="no GPU"):
+                cupy_backend.probe()
+    finally:
+        cupy_backend.probe.cache_clear()
+    assert calls == [1]
+
+
+def test_backend_of_prefers_the_builtin_over_a_plugin_of_the_same_library():
+    def create(device=None):
+        return Backend("anumpy", np, "cpu", library="numpy", version="1",
+                       array_types=(np.ndarray,))
+
+    create.library = "numpy"
+    portgd.register_backend("anumpy", create)
+    try:
+        assert portgd.backend_of(np.ones(2)).name == "numpy"
+        with portgd.use_backend("anumpy"):
+            assert portgd.backend_of(np.ones(2)).name == "numpy"
+    finally:
+        _registry._registry.factories.pop("anumpy")
+        _registry._registry.instances.pop(("anumpy", ""), None)
+        _registry._registry.instances.pop(("anumpy", "cpu"), None)

@@ -1,0 +1,126 @@
+"""Regression tests for problems found in review (each named after what it guards)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import portgd
+from portgd import metrics, optim
+from portgd.layers import Dense, Sigmoid
+from portgd.losses import MSE, BinaryCrossEntropy
+from portgd.model import Sequential
+
+
+def test_to_numpy_is_a_copy_on_every_backend(backend):
+    x = backend.asarray([1.0, 2.0], dtype="float32")
+    host = backend.to_numpy(x)
+    host[0] = 99.0
+    assert backend.to_numpy(x)[0] == 1.0
+
+
+def test_arrays_read_from_a_model_do_not_change_when_it_trains():
+    model = portgd.mlp(3, [4], 1)
+    held = portgd.to_numpy(model.params["0.weight"])
+    before = held.copy()
+    model.fit(np.ones((8, 3)), np.zeros(8), loss="mse", optimizer="sgd", epochs=2,
+              batch_size=4, verbose=0)
+    np.testing.assert_array_equal(held, before)
+
+
+def test_binary_accuracy_over_several_outputs():
+    acc = metrics.Accuracy().bind(np, 0.5, binary=True)
+    yhat = np.array([[0.007, 0.27], [0.9, 0.4]])
+    y = np.array([[0.0, 0.0], [1.0, 1.0]])
+    assert acc.batch_sum(yhat, y) == pytest.approx(1.5)  # 3 of 4 decisions, over 2 outputs
+    x = np.random.default_rng(0).normal(size=(6, 3))
+    model = Sequential([Dense(3, 2), Sigmoid()], dtype="float64")
+    result = model.evaluate(x, (x[:, :2] > 0).astype(float), loss=BinaryCrossEntropy(),
+                            metrics=["accuracy"])
+    p = portgd.to_numpy(model.predict(x))
+    assert result["accuracy"] == pytest.approx(np.mean((p > 0.5) == (x[:, :2] > 0)))
+
+
+def test_failed_move_leaves_the_model_usable():
+    model = portgd.mlp(3, [4], 1, dtype="float64")
+    before = model.state_dict()
+    with pytest.raises(portgd.DTypeNotSupportedError):
+        model.to("array_api_strict", "no_float64")
+    assert model.backend.name == "numpy"
+    for name, value in model.state_dict().items():
+        np.testing.assert_array_equal(value, before[name])
+    model.predict(np.ones((2, 3)))
+
+
+def test_checkpoint_of_a_model_with_a_callable_initializer(tmp_path):
+    def halves(host, rng, shape):
+        return host.full(shape, 0.5)
+
+    model = Sequential([Dense(2, 3, init=halves)], dtype="float64")
+    loaded = portgd.load(portgd.save(tmp_path / "m.npz", model))
+    np.testing.assert_array_equal(loaded.model.state_dict()["0.weight"], np.full((2, 3), 0.5))
+
+
+def test_loading_onto_a_device_without_float64_says_so(tmp_path):
+    path = portgd.save(tmp_path / "m.npz", portgd.mlp(3, [4], 1, dtype="float64"))
+    with pytest.raises(portgd.DTypeNotSupportedError, match="no_float64"):
+        portgd.load(path, backend="array_api_strict", device="no_float64")
+
+
+def test_load_state_dict_accepts_nested_lists():
+    model = Sequential([Dense(2, 1)], dtype="float64")
+    model.load_state_dict({"0.weight": [[1.0], [2.0]], "0.bias": [0.5]})
+    np.testing.assert_array_equal(portgd.to_numpy(model.predict([[1.0, 1.0]])), [[3.5]])
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_overflowing_epoch_sum_is_reported_not_a_type_error():
+    model = Sequential([Dense(1, 1, bias=False)], dtype="float32")
+    model.load_state_dict({"0.weight": np.array([[1e19]], np.float32)})
+    with pytest.raises(portgd.NonFiniteLossError, match="sum overflowed"):
+        # each batch's loss is 1e38 (finite in float32); twice 2 x 1e38 is not
+        model.fit(np.ones((4, 1)), np.zeros(4), loss=MSE(), optimizer=optim.SGD(lr=0.0),
+                  epochs=1, batch_size=2, shuffle=False, verbose=0)
+
+
+def test_initial_epoch_numbers_the_history_and_callbacks():
+    seen = []
+
+    class Spy(portgd.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs):
+            seen.append(epoch)
+
+    model = Sequential([Dense(2, 1)])
+    history = model.fit(np.ones((8, 2)), np.zeros(8), loss="mse", epochs=5, initial_epoch=3,
+                        batch_size=4, verbose=0, callbacks=[Spy()])
+    assert history.epochs == [3, 4] and seen == [3, 4]
+    with pytest.raises(portgd.InputError, match="initial_epoch"):
+        model.fit(np.ones((8, 2)), np.zeros(8), loss="mse", epochs=2, initial_epoch=2,
+                  batch_size=4, verbose=0)
+
+
+def test_resume_and_evaluate_reuse_the_training_split(tmp_path, capsys):
+    from portgd.cli import main
+
+    ckpt = tmp_path / "m.npz"
+    assert main(["train", "--quiet", "--epochs", "2", "--seed", "3", "--test-size", "0.3",
+                 "--save", str(ckpt)]) == 0
+    capsys.readouterr()
+    meta = portgd.load(ckpt).metadata
+    assert meta["split"] == {"seed": 3, "test_size": 0.3} and meta["dataset"] == "digits01"
+    assert main(["evaluate", str(ckpt), "--json"]) == 0
+    import json
+
+    assert json.loads(capsys.readouterr().out)["samples"] == 108  # 30% of 360
+    assert main(["train", "--json", "--epochs", "1", "--resume", str(ckpt)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["epochs"] == 3 and list(summary["history"]) == [
+        "loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+def test_solve_with_an_unreadable_file_is_a_user_error(tmp_path):
+    from portgd.cli import main
+
+    (tmp_path / "A.npy").write_bytes(b"")
+    (tmp_path / "Y.npy").write_bytes(b"")
+    assert main(["solve", "--A", str(tmp_path / "A.npy"), "--Y", str(tmp_path / "Y.npy")]) == 2

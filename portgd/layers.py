@@ -138,16 +138,20 @@ class Identity(Layer):
 
 
 def relu_backward(x: Any, dout: Any, xp: Any) -> Any:
-    """``dout`` where ``x > 0``, else 0 (the generic path; backends may register a faster one)."""
-    return xp.where(x > 0, dout, 0.0)
+    """``dout * [x > 0]``: the upstream gradient times the 0/1 mask of active units.
+
+    A product, as TensorFlow's ReluGrad (not a select): a non-finite ``dout`` at an
+    inactive unit gives NaN rather than 0, so a diverging run shows it at once.
+    """
+    return dout * xp.astype(x > 0, dout.dtype)
 
 
 class ReLU(Layer):
     """``y = max(x, 0)``; ``dx = dy * [x > 0]``.
 
     The backward pass is looked up as the backend's ``"relu_backward"`` fast path
-    ``(x, dout) -> dx``, with :func:`relu_backward` as the generic fallback. Where
-    ``x <= 0`` the result is exactly 0, also for an infinite or NaN ``dout`` (as PyTorch).
+    ``(x, dout) -> dx`` (NumPy multiplies by the boolean mask without converting it), with
+    :func:`relu_backward` as the generic fallback.
     """
 
     def bind(self, backend: Any) -> None:

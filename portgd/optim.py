@@ -495,11 +495,17 @@ class Optimizer:
         backend = getattr(model, "backend", None)
         if self._backend is None and backend is not None:
             self._adopt(backend)  # the model knows its backend: no need to guess from arrays
-        model.params = self._apply(model.params, model.grads, in_place=True)
+        model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
 
     def _apply(
-        self, params: Mapping[str, Array], grads: Mapping[str, Array | None], in_place: bool
+        self,
+        params: Mapping[str, Array],
+        grads: Mapping[str, Array | None],
+        in_place: bool,
+        trusted: bool = False,
     ) -> dict[str, Array]:
+        """The update; ``trusted`` (a model's own arrays, already on its backend with
+        matching shapes) skips the per-array checks that guard the functional ``step``."""
         owner = type(self).__name__
         if not isinstance(params, Mapping):
             raise InputError(f"{owner}.step: params must be a dict {{name: array}}")
@@ -516,7 +522,7 @@ class Optimizer:
             return new_params
         backend = self._resolve(params)
         with backend.activate():  # CuPy allocates on the current device
-            return self._apply_on(backend, params, present, new_params, in_place)
+            return self._apply_on(backend, params, present, new_params, in_place, trusted)
 
     def _apply_on(
         self,
@@ -525,17 +531,10 @@ class Optimizer:
         present: dict[str, Array],
         new_params: dict[str, Array],
         in_place: bool,
+        trusted: bool,
     ) -> dict[str, Array]:
-        owner = type(self).__name__
-        for name, p in params.items():
-            self._check_array(backend, p, f"parameter {name!r}")
-        for name, g in present.items():
-            self._check_array(backend, g, f"gradient {name!r}")
-            if tuple(g.shape) != tuple(params[name].shape):
-                raise ShapeError(
-                    f"{owner}.step: gradient {name!r} has shape {tuple(g.shape)} but the "
-                    f"parameter has shape {tuple(params[name].shape)}"
-                )
+        if not trusted:
+            self._check_arrays(backend, params, present)
         xp = backend.xp
         self._check_loaded(params, present, xp)
         hp = {**self._hyper, **self._fixed_hp, "lr": self.lr}
@@ -556,6 +555,20 @@ class Optimizer:
             self.param_steps[name] = self.param_steps.get(name, 0) + 1
         self.step_count += 1
         return new_params
+
+    def _check_arrays(
+        self, backend: Backend, params: Mapping[str, Array], grads: dict[str, Array]
+    ) -> None:
+        owner = type(self).__name__
+        for name, p in params.items():
+            self._check_array(backend, p, f"parameter {name!r}")
+        for name, g in grads.items():
+            self._check_array(backend, g, f"gradient {name!r}")
+            if tuple(g.shape) != tuple(params[name].shape):
+                raise ShapeError(
+                    f"{owner}.step: gradient {name!r} has shape {tuple(g.shape)} but the "
+                    f"parameter has shape {tuple(params[name].shape)}"
+                )
 
     def _prepare_grads(self, grads: dict[str, Array], xp: Any) -> dict[str, Array]:
         if self.clip_value is not None:

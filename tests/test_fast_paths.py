@@ -73,3 +73,17 @@ def test_model_does_not_alias_loaded_arrays():
     assert not np.array_equal(before["0.weight"], model.state_dict()["0.weight"])
     for key, value in before.items():
         np.testing.assert_array_equal(state[key], value)
+
+
+def test_relu_backward_fast_path_matches_generic_including_non_finite():
+    from portgd.layers import relu_backward
+
+    backend = portgd.get_backend("numpy")
+    x = np.array([[-1.0, 0.0, 2.0, -3.0], [1.0, -0.5, 0.0, 4.0]], np.float32)
+    dout = np.array([[np.inf, -3.0, np.nan, -2.0], [5.0, -np.inf, 1.0, -1.0]], np.float32)
+    with np.errstate(invalid="ignore"):
+        fast = backend.fast["relu_backward"](x, dout)
+        generic = relu_backward(x, dout, np)
+    np.testing.assert_array_equal(fast, generic)
+    np.testing.assert_array_equal(np.signbit(fast), np.signbit(generic))
+    assert fast.dtype == generic.dtype == np.float32

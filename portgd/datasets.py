@@ -279,7 +279,8 @@ def digits(
         classes: keep only these digits, relabelled 0..k-1 in the given order:
             ``classes=(0, 1)`` is the binary 0-vs-1 task (360 samples), ``(1, 0)`` the same
             task with the labels swapped. Sample order is kept.
-        backend, device: where the arrays go (default: the active backend).
+        backend: the backend the arrays go to (default: the active backend).
+        device: the device on that backend (default: its default device).
         dtype: the float dtype of ``X``.
 
     Raises:
@@ -559,7 +560,8 @@ def mnist(
         split: ``"train"`` or ``"test"``.
         download: fetch missing files of this split from the official mirrors first (see
             :func:`download_mnist`).
-        backend, device: where the arrays go (default: the active backend).
+        backend: the backend the arrays go to (default: the active backend).
+        device: the device on that backend (default: its default device).
         dtype: the float dtype of ``X``.
 
     Raises:
@@ -852,7 +854,8 @@ def train_test_split(
     applied with ``xp.take``, so the split is the same on every backend.
 
     Args:
-        X, y: arrays with the same number of rows, on the same backend and device.
+        X: features, an array of any backend.
+        y: targets with as many rows as ``X``, on the same backend and device.
         test_size: a fraction in (0, 1) (the test set gets ``ceil(test_size * n)`` rows) or
             a number of test rows.
         seed: the host generator's seed.

@@ -60,7 +60,9 @@ class Sequential:
             is given its own seed, the batch order. The same seed gives bit-identical
             initial weights on every backend.
         dtype: floating dtype of parameters and activations (name or dtype object).
-        backend, device: where the model lives (default: the active selection).
+        backend: the backend (name or Backend) the model lives on (default: the active
+            selection).
+        device: the device on that backend (default: the backend's default device).
 
     Parameters are addressed ``"<layer index>.<name>"``: ``"0.weight"``, ``"0.bias"``, ...
     """

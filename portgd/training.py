@@ -176,11 +176,12 @@ def fit(
             CategoricalCrossEntropy.
         loss: a Loss or its name (``"mse"``, ``"bce"``, ``"ce"``).
         optimizer: an Optimizer or its name (``"sgd"``, ``"adam"``, ...; default settings).
-        epochs, batch_size: passes over the data and samples per step (the last batch of an
-            epoch may be smaller).
+        epochs: the number of passes over the data (the index the last epoch ends at).
+        batch_size: samples per step (the last batch of an epoch may be smaller).
         shuffle: draw a new batch order every epoch from the host generator.
-        validation_data / validation_split: held-out data evaluated after every epoch; the
-            split takes the last fraction of ``(x, y)`` before shuffling.
+        validation_data: ``(x_val, y_val)`` evaluated after every epoch.
+        validation_split: instead of ``validation_data``, the fraction of ``(x, y)`` to
+            hold out: the last samples, before shuffling.
         metrics: names or Metric objects, reported for training and validation data.
         callbacks: Callback objects (EarlyStopping, ModelCheckpoint, ...).
         verbose: 1 reports each epoch on stderr (a progress bar on a terminal, refreshed

@@ -175,7 +175,8 @@ class Backend:
         Host data (NumPy arrays, Python numbers and lists) is transferred. An array of
         another library, or of this library on another device, raises
         BackendMismatchError: portgd never moves data between devices silently.
-        Integer or boolean data asked for as a float dtype is converted exactly.
+        Integer or boolean data asked for as a float dtype is cast by NumPy (exact up to
+        2**24 in float32 and 2**53 in float64); complex data is never silently made real.
         ``copy=True`` always returns a new array (the default may share host memory).
         """
         xp_dtype = None if dtype is None else self.dtype(dtype)
@@ -189,6 +190,11 @@ class Backend:
             raise InputError(f"cannot make an array from {type(x).__name__} of mixed objects")
         if host.dtype.kind not in "biufc":
             raise InputError(f"cannot make a numeric array from data of dtype {host.dtype}")
+        if host.dtype.kind == "c" and dtype is not None and dtype_name(xp_dtype) in FLOAT_NAMES:
+            raise InputError(
+                f"cannot convert complex data to {dtype_name(xp_dtype)} without losing the "
+                f"imaginary part; pass real data (x.real) if that is what you mean"
+            )
         if dtype is not None:
             host = host.astype(dtype_name(xp_dtype), copy=False)
         return self._from_host(host, copy)

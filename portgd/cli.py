@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -38,6 +39,26 @@ def _positive(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
     return value
+
+
+def _test_size(text: str) -> float | int:
+    """A fraction in (0, 1), or a whole number of held-out samples."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if value >= 1 and value.is_integer():
+        return int(value)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction in (0, 1) or a number of samples, got {text!r}")
+    return value
+
+
+def _writable(path: str | None, option: str) -> None:
+    """Fail before training, not after, when an output file cannot be written."""
+    if path is not None and not Path(path).resolve().parent.is_dir():
+        raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
 
 
 def _hidden(text: str) -> list[int]:
@@ -148,6 +169,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .checkpoint import load, save
     from .model import mlp
 
+    _writable(args.save, "--save")
+    _writable(args.plot, "--plot")
     backend = get_backend(args.backend, args.device)
     resumed = load(args.resume, backend=backend) if args.resume else None
     _resolve_data_settings(args, resumed.metadata if resumed else {})
@@ -276,6 +299,12 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     result = solve_linear(A, Y, lr=args.lr, iters=args.iters, log_every=args.log_every,
                           backend=backend, dtype=args.dtype)
     x = backend.to_numpy(result.x)
+    if result.losses[-1] > result.losses[0]:
+        raise InputError(
+            f"gradient descent diverged: the loss grew from {result.losses[0]:.6g} to "
+            f"{result.losses[-1]:.6g}; lower --lr (it must be below N / largest eigenvalue "
+            f"of A^T A)"
+        )
     if args.json:
         print(json.dumps({"x": x.tolist(), "iterations": result.iterations,
                           "losses": result.losses}))
@@ -350,7 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=_positive, default=20,
                        help="epochs to train (with --resume: epochs added to the checkpoint's)")
     train.add_argument("--batch-size", type=_positive, default=32)
-    train.add_argument("--test-size", type=float, default=None,
+    train.add_argument("--test-size", type=_test_size, default=None,
                        help=f"held-out fraction, also the validation data (default: "
                             f"{DEFAULT_TEST_SIZE}, or the --resume checkpoint's)")
     train.add_argument("--seed", type=int, default=None,
@@ -374,7 +403,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="with mnist:PATH, fetch the MNIST files if missing")
     evaluate.add_argument("--split", choices=["test", "all"], default="test",
                           help="the held-out part (same split as train) or all samples")
-    evaluate.add_argument("--test-size", type=float, default=None,
+    evaluate.add_argument("--test-size", type=_test_size, default=None,
                           help="held-out fraction (default: the checkpoint's, else "
                                f"{DEFAULT_TEST_SIZE})")
     evaluate.add_argument("--seed", type=int, default=None,
@@ -423,6 +452,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except PortgdError as exc:
         print(f"portgd: error: {exc}", file=sys.stderr)
         return USER_ERROR
+    except BrokenPipeError:  # the reader went away (portgd backends --json | head)
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
     except KeyboardInterrupt:
         print("portgd: interrupted", file=sys.stderr)
         return 130

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 from ._registry import backend_of, get_backend
-from .errors import InputError, ShapeError
+from .errors import InputError, NonFiniteLossError, ShapeError
 
 
 class LinearSolution(NamedTuple):
@@ -77,4 +78,11 @@ def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
         if i < iters:
             x = x - step * (At @ residual)
     losses = target.to_numpy(xp.stack(recorded)).tolist()
+    bad = [i for i, loss in zip(iterations, losses, strict=True) if not math.isfinite(loss)]
+    if bad:
+        raise NonFiniteLossError(
+            f"gradient descent diverged: the loss is {losses[iterations.index(bad[0])]} at "
+            f"iteration {bad[0]}; lower lr (it must be below N / the largest eigenvalue of "
+            f"A^T A)"
+        )
     return LinearSolution(x, losses, iterations)

@@ -124,3 +124,52 @@ def test_solve_with_an_unreadable_file_is_a_user_error(tmp_path):
     (tmp_path / "A.npy").write_bytes(b"")
     (tmp_path / "Y.npy").write_bytes(b"")
     assert main(["solve", "--A", str(tmp_path / "A.npy"), "--Y", str(tmp_path / "Y.npy")]) == 2
+
+
+def test_complex_data_is_not_silently_made_real(numpy_backend):
+    with pytest.raises(portgd.InputError, match="imaginary part"):
+        numpy_backend.asarray(np.array([1 + 2j]), dtype="float32")
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_solve_linear_says_when_it_diverges():
+    with pytest.raises(portgd.NonFiniteLossError, match="diverged.*lower lr"):
+        portgd.solve_linear([[5, 1, -1], [2, -1, 1], [1, 3, -2]], [1, 4, 0], lr=1.0, iters=2000)
+
+
+def test_cli_solve_reports_divergence(capsys):
+    from portgd.cli import main
+
+    assert main(["solve", "--lr", "0.1", "--iters", "200", "--log-every", "100"]) == 2
+    assert "diverged" in capsys.readouterr().err
+
+
+def test_cli_test_size_takes_a_count(capsys):
+    import json
+
+    from portgd.cli import main
+
+    assert main(["train", "--json", "--epochs", "1", "--test-size", "50"]) == 0
+    assert json.loads(capsys.readouterr().out)["history"]["val_loss"]
+    data = portgd.datasets.digits((0, 1))
+    _, test = data.split(50, seed=0, stratify=True)
+    assert test.n_samples == 50
+
+
+def test_cli_checks_output_folders_before_training(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "portgd", "train", "--save",
+                           str(tmp_path / "no" / "m.npz")], capture_output=True, text=True)
+    assert done.returncode == 2 and "does not exist" in done.stderr
+    assert done.stdout == "" and "epoch" not in done.stderr  # nothing trained
+
+
+def test_cli_survives_a_closed_pipe():
+    import subprocess
+    import sys
+
+    done = subprocess.run(f"{sys.executable} -m portgd backends --json | head -c 10",
+                          shell=True, capture_output=True, text=True)
+    assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr

@@ -133,7 +133,7 @@ def test_complex_data_is_not_silently_made_real(numpy_backend):
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")
 def test_solve_linear_says_when_it_diverges():
-    with pytest.raises(portgd.NonFiniteLossError, match="diverged.*lower lr"):
+    with pytest.raises(portgd.NonFiniteLossError, match=r"diverged.*lower lr"):
         portgd.solve_linear([[5, 1, -1], [2, -1, 1], [1, 3, -2]], [1, 4, 0], lr=1.0, iters=2000)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ast
+
 import numpy as np
 
 EPS = 1e-6
@@ -26,3 +28,13 @@ def float64_or_skip(backend):
 
     if not backend.supports("float64"):
         pytest.skip(f"{backend} has no float64")
+
+
+def modules_loaded_by(statement: str, names: tuple[str, ...]) -> list[str]:
+    """Which of ``names`` are in ``sys.modules`` after ``statement`` runs in a new interpreter."""
+    import subprocess
+    import sys
+
+    code = f"import sys; {statement}; print(sorted(m for m in {names!r} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return ast.literal_eval(out.stdout)

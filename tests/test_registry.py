@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import subprocess
-import sys
 import threading
 
 import numpy as np
 import pytest
+from helpers import modules_loaded_by
 
 import portgd
 from portgd import _registry
@@ -16,13 +15,8 @@ from portgd.backends import Backend
 
 
 def test_import_portgd_imports_no_optional_library():
-    code = (
-        "import sys, portgd; portgd.backend_names(); "
-        "print(sorted(m for m in ('numpy', 'torch', 'cupy', 'array_api_strict', "
-        "'array_api_compat', 'jax') if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "[]"
+    libraries = ("numpy", "torch", "cupy", "array_api_strict", "array_api_compat", "jax")
+    assert modules_loaded_by("import portgd; portgd.backend_names()", libraries) == []
 
 
 def test_builtins_are_registered_through_entry_points():

@@ -215,15 +215,15 @@ class Sigmoid(Layer):
 
     def forward(self, x: Any) -> Any:
         self.logits = x
-        self._y = sigmoid(self.xp, x)
-        return self._y
+        self.output = sigmoid(self.xp, x)
+        return self.output
 
     def backward(self, dout: Any) -> Any:
-        return dout * self._y * (1.0 - self._y)
+        return dout * self.output * (1.0 - self.output)
 
 
 def softmax(xp: Any, z: Any) -> Any:
-    """``exp(z - max z) / sum exp(z - max z)`` along the last axis."""
+    """``exp(z - max z) / sum exp(z - max z)`` along the last axis (as Softmax.forward)."""
     e = xp.exp(z - xp.max(z, axis=-1, keepdims=True))
     return e / xp.sum(e, axis=-1, keepdims=True)
 
@@ -236,12 +236,17 @@ class Softmax(Layer):
     """
 
     def forward(self, x: Any) -> Any:
+        xp = self.xp
         self.logits = x
-        self._y = softmax(self.xp, x)
-        return self._y
+        #: ``x - max x`` and ``sum exp(x - max x)`` per sample, kept for the fused loss
+        self.shifted = x - xp.max(x, axis=-1, keepdims=True)
+        e = xp.exp(self.shifted)
+        self.total = xp.sum(e, axis=-1, keepdims=True)
+        self.output = e / self.total
+        return self.output
 
     def backward(self, dout: Any) -> Any:
-        y = self._y
+        y = self.output
         return y * (dout - self.xp.sum(dout * y, axis=-1, keepdims=True))
 
 

@@ -70,6 +70,10 @@ class Loss:
         scale = self._scale(logits)
         return self._logits_value(xp, logits, y, scale), (yhat - y) * scale
 
+    def fused_with_layer(self, layer: Layer, y: Any, xp: Any) -> tuple[Any, Any]:
+        """:meth:`fused` from the activation layer's saved forward state (logits, output)."""
+        return self.fused(layer.logits, layer.output, y, xp)
+
     def fused_value(self, logits: Any, y: Any, xp: Any = None) -> Any:
         """The fused pair's loss value alone, from the logits."""
         xp = namespace_of(logits) if xp is None else xp
@@ -211,8 +215,21 @@ class CategoricalCrossEntropy(Loss):
 
     def _logits_value(self, xp: Any, z: Any, y: Any, scale: float) -> Any:
         shifted = z - xp.max(z, axis=-1, keepdims=True)
-        lse = xp.log(xp.sum(xp.exp(shifted), axis=-1))
-        return xp.sum(lse - xp.sum(y * shifted, axis=-1)) * scale
+        return self._shifted_value(xp, shifted, xp.sum(xp.exp(shifted), axis=-1, keepdims=True),
+                                   y, scale)
+
+    @staticmethod
+    def _shifted_value(xp: Any, shifted: Any, total: Any, y: Any, scale: float) -> Any:
+        """The loss from ``shifted = z - max z`` and ``total = sum exp(shifted)``, (N, 1)."""
+        return xp.sum(xp.log(total[:, 0]) - xp.sum(y * shifted, axis=-1)) * scale
+
+    def fused_with_layer(self, layer: Layer, y: Any, xp: Any) -> tuple[Any, Any]:
+        """The Softmax layer already holds ``z - max z`` and its exponentials' sum: no
+        second pass over the logits."""
+        y = self._targets(xp, layer.logits, y)
+        scale = self._scale(layer.logits)
+        value = self._shifted_value(xp, layer.shifted, layer.total, y, scale)
+        return value, (layer.output - y) * scale
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.ndim == 1:

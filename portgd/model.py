@@ -248,7 +248,7 @@ class Sequential:
         """
         last = self.layers[-1]
         if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value, dz = loss.fused(last.logits, yhat, y, self.xp)
+            value, dz = loss.fused_with_layer(last, y, self.xp)
             self.backward(dz, start=len(self.layers) - 2)
         else:
             value, dout = loss(yhat, y, self.xp)

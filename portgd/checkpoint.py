@@ -102,7 +102,13 @@ def _write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
     for name, value in arrays.items():
         if value.dtype.hasobject:  # would be pickled, and load refuses pickles
             raise CheckpointError(f"cannot save {name}: it holds Python objects, not numbers")
-    write_atomically(target, lambda handle: np.savez(handle, **arrays))
+    try:
+        write_atomically(target, lambda handle: np.savez(handle, **arrays))
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot save to {target}: {exc.strerror or exc}; the previous file, if any, is "
+            f"unchanged"
+        ) from None
 
 
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:

@@ -22,6 +22,7 @@ USER_ERROR = 2
 DEFAULT_DATASET = "digits01"
 DEFAULT_SEED = 0
 DEFAULT_TEST_SIZE = 0.2
+DEFAULT_DTYPE = "float32"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -57,8 +58,22 @@ def _test_size(text: str) -> float | int:
 
 def _writable(path: str | None, option: str) -> None:
     """Fail before training, not after, when an output file cannot be written."""
-    if path is not None and not Path(path).resolve().parent.is_dir():
+    if path is None:
+        return
+    if Path(path).is_dir():
+        raise InputError(f"{option} {path} is a folder; give a file name inside it")
+    if not Path(path).resolve().parent.is_dir():
         raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
+
+
+def _nonnegative(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _hidden(text: str) -> list[int]:
@@ -134,6 +149,8 @@ def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> No
     split = meta.get("split") or {}
     if args.dataset is None:
         args.dataset = meta.get("dataset") or DEFAULT_DATASET
+    if args.loss == "auto" and meta.get("loss"):
+        args.loss = meta["loss"]
     if args.seed is None:
         args.seed = split.get("seed", DEFAULT_SEED)
     if args.test_size is None:
@@ -174,6 +191,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     backend = get_backend(args.backend, args.device)
     resumed = load(args.resume, backend=backend) if args.resume else None
     _resolve_data_settings(args, resumed.metadata if resumed else {})
+    if args.dtype is None:
+        args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
     train, test = _train_data(args, backend)
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
     if resumed is not None:
@@ -209,7 +228,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
     epochs_done = first_epoch + len(history)
     if args.save:
         save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset,
-             split={"seed": args.seed, "test_size": args.test_size})
+             split={"seed": args.seed, "test_size": args.test_size}, loss=loss)
     if args.plot:
         history.plot(args.plot)
     summary = {
@@ -289,7 +308,7 @@ def _matrix_file(path: str, what: str) -> Any:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from .linear import solve_linear
+    from .linear import divergence_message, solve_linear
 
     if (args.A is None) != (args.Y is None):
         raise InputError("give both --A and --Y, or neither for the worked 3x3 example")
@@ -299,12 +318,8 @@ def _cmd_solve(args: argparse.Namespace) -> int:
     result = solve_linear(A, Y, lr=args.lr, iters=args.iters, log_every=args.log_every,
                           backend=backend, dtype=args.dtype)
     x = backend.to_numpy(result.x)
-    if result.losses[-1] > result.losses[0]:
-        raise InputError(
-            f"gradient descent diverged: the loss grew from {result.losses[0]:.6g} to "
-            f"{result.losses[-1]:.6g}; lower --lr (it must be below N / largest eigenvalue "
-            f"of A^T A)"
-        )
+    if result.diverged:
+        raise InputError(divergence_message(result.losses, result.iterations))
     if args.json:
         print(json.dumps({"x": x.tolist(), "iterations": result.iterations,
                           "losses": result.losses}))
@@ -372,7 +387,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activation", default="relu",
                        choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
     train.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
-                       help="auto: bce for two classes, ce for more, mse for regression")
+                       help="auto: the --resume checkpoint's, else bce for two classes, ce for "
+                            "more, mse for regression")
     train.add_argument("--optimizer", default="adam",
                        choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
     train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
@@ -382,10 +398,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--test-size", type=_test_size, default=None,
                        help=f"held-out fraction, also the validation data (default: "
                             f"{DEFAULT_TEST_SIZE}, or the --resume checkpoint's)")
-    train.add_argument("--seed", type=int, default=None,
+    train.add_argument("--seed", type=_nonnegative, default=None,
                        help=f"seeds the weights, the split and the batch order (default: "
                             f"{DEFAULT_SEED}, or the --resume checkpoint's)")
-    train.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    train.add_argument("--dtype", default=None, choices=["float32", "float64"],
+                       help=f"default: {DEFAULT_DTYPE}, or the --resume checkpoint's")
     train.add_argument("--save", metavar="PATH", help="write a checkpoint after training")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--plot", metavar="PNG", help="draw the training curves")
@@ -406,9 +423,10 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--test-size", type=_test_size, default=None,
                           help="held-out fraction (default: the checkpoint's, else "
                                f"{DEFAULT_TEST_SIZE})")
-    evaluate.add_argument("--seed", type=int, default=None,
+    evaluate.add_argument("--seed", type=_nonnegative, default=None,
                           help=f"split seed (default: the checkpoint's, else {DEFAULT_SEED})")
-    evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"])
+    evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
+                          help="auto: the checkpoint's, else chosen from the dataset")
     evaluate.add_argument("--json", action="store_true")
     evaluate.set_defaults(run=_cmd_evaluate)
 

@@ -525,14 +525,14 @@ def download_mnist(
 def _mnist_file(folder: Path, stem: str, split: str) -> Path:
     if not folder.is_dir():
         raise DatasetError(
-            f"the MNIST folder {folder} does not exist; put the IDX files there, or pass "
-            "download=True to fetch them"
+            f"the MNIST folder {folder} does not exist; put the IDX files there, or fetch "
+            "them with download=True (portgd train --download)"
         )
     found = _existing(folder, stem)
     if found is None:
         raise DatasetError(
-            f"the MNIST {split} file {stem} (or {stem}.gz) is not in {folder}; pass "
-            f"download=True to fetch the official files, or copy them there from "
+            f"the MNIST {split} file {stem} (or {stem}.gz) is not in {folder}; fetch the "
+            f"official files with download=True (portgd train --download), or copy them from "
             f"{MNIST_MIRRORS[0]}"
         )
     return found

@@ -16,6 +16,22 @@ class LinearSolution(NamedTuple):
     losses: list[float]
     iterations: list[int]
 
+    @property
+    def diverged(self) -> bool:
+        """Whether the loss ended higher than it started (the step size is too large)."""
+        return not self.losses[-1] <= self.losses[0]
+
+
+def divergence_message(losses: list[float], iterations: list[int]) -> str:
+    """What went wrong when the loss grew or stopped being finite, and what to do."""
+    bad = [i for i, loss in zip(iterations, losses, strict=True) if not math.isfinite(loss)]
+    if bad and bad[0] == 0:
+        return "the loss is not finite at iteration 0: A or Y contains NaN or inf"
+    where = (f"the loss is {losses[iterations.index(bad[0])]} at iteration {bad[0]}" if bad
+             else f"the loss grew from {losses[0]:.6g} to {losses[-1]:.6g}")
+    return (f"gradient descent diverged: {where}; lower lr (it must be below "
+            f"N / the largest eigenvalue of A^T A)")
+
 
 def _positive_int(name: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -45,6 +61,8 @@ def solve_linear(
     """
     _positive_int("iters", iters)
     _positive_int("log_every", log_every)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
+        raise InputError(f"lr must be a positive finite number, got {lr!r}")
     if backend is None and device is None and not get_backend("numpy").is_host(A):
         target = backend_of(A)
     else:
@@ -66,6 +84,8 @@ def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
             f"got {tuple(Y.shape)}"
         )
     n = A.shape[0]
+    if n == 0 or A.shape[1] == 0:
+        raise ShapeError(f"A must have at least one row and one column; got {tuple(A.shape)}")
     step = 2.0 * lr / n
     At = A.T
     x = xp.zeros((A.shape[1], *Y.shape[1:]), dtype=A.dtype, device=target.device)
@@ -78,11 +98,6 @@ def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
         if i < iters:
             x = x - step * (At @ residual)
     losses = target.to_numpy(xp.stack(recorded)).tolist()
-    bad = [i for i, loss in zip(iterations, losses, strict=True) if not math.isfinite(loss)]
-    if bad:
-        raise NonFiniteLossError(
-            f"gradient descent diverged: the loss is {losses[iterations.index(bad[0])]} at "
-            f"iteration {bad[0]}; lower lr (it must be below N / the largest eigenvalue of "
-            f"A^T A)"
-        )
+    if not all(math.isfinite(loss) for loss in losses):
+        raise NonFiniteLossError(divergence_message(losses, iterations))
     return LinearSolution(x, losses, iterations)

@@ -495,6 +495,13 @@ class Optimizer:
         backend = getattr(model, "backend", None)
         if self._backend is None and backend is not None:
             self._adopt(backend)  # the model knows its backend: no need to guess from arrays
+        elif backend is not None and backend != self._backend:
+            raise BackendMismatchError(
+                f"{type(self).__name__}: the model is on {backend.name} on device "
+                f"{backend.device_name!r} but this optimizer's state lives on "
+                f"{self._backend.name} on device {self._backend.device_name!r}. Move the "
+                f"optimizer with opt.to(model.backend) after moving the model."
+            )
         model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
 
     def _apply(

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ._files import write_atomically
 from .errors import InputError, PortgdError
 
 if TYPE_CHECKING:
@@ -26,7 +26,11 @@ def _pyplot():
 
 
 def plot_history(history: History, path: str | Path) -> Path:
-    """One panel per quantity (loss, then each metric), train and validation per epoch."""
+    """One panel per quantity (loss, then each metric), train and validation per epoch.
+
+    The format follows the suffix (``.png``, ``.svg``, ``.pdf``, ...); the file is written
+    atomically, so a failed write leaves an existing file intact.
+    """
     if not len(history):
         raise InputError("the history is empty: nothing to plot")
     names = [n for n in history.history if not n.startswith("val_")]
@@ -47,12 +51,11 @@ def plot_history(history: History, path: str | Path) -> Path:
         plt.close(figure)
         raise InputError(f"cannot write the plot to {target}: the folder {target.parent} "
                          f"does not exist")
-    # Write beside the target and rename, so a failed save leaves an existing file intact.
-    temporary = target.with_name(f".{target.name}.tmp.png")
+    image_format = target.suffix[1:].lower() or "png"  # matplotlib: png, svg, pdf, ...
     try:
-        figure.savefig(temporary, dpi=100, format="png")
-        os.replace(temporary, target)
+        write_atomically(target, lambda h: figure.savefig(h, dpi=100, format=image_format))
+    except ValueError as exc:  # an image format matplotlib does not know
+        raise InputError(f"cannot write the plot to {target}: {exc}") from None
     finally:
         plt.close(figure)
-        temporary.unlink(missing_ok=True)
     return target

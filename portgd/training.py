@@ -202,7 +202,8 @@ def fit(
     for name, value in (("epochs", epochs), ("batch_size", batch_size)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise InputError(f"{name} must be a positive int, got {value!r}")
-    if not isinstance(initial_epoch, int) or not 0 <= initial_epoch < epochs:
+    if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
+            or not 0 <= initial_epoch < epochs):
         raise InputError(
             f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}"
         )

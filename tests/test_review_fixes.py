@@ -173,3 +173,75 @@ def test_cli_survives_a_closed_pipe():
     done = subprocess.run(f"{sys.executable} -m portgd backends --json | head -c 10",
                           shell=True, capture_output=True, text=True)
     assert "Traceback" not in done.stderr and "BrokenPipeError" not in done.stderr
+
+
+def test_optimizer_refuses_a_model_that_moved():
+    x = np.random.default_rng(0).normal(size=(16, 4))
+    y = (x[:, 0] > 0).astype(np.int64)
+    model = portgd.mlp(4, [8], 1, output="sigmoid")
+    opt = optim.Adam()
+    model.fit(x, y, loss="bce", optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    model.to("array_api_strict", "device1")
+    with pytest.raises(portgd.BackendMismatchError, match=r"opt\.to\(model\.backend\)"):
+        model.fit(x, y, loss="bce", optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    opt.to(model.backend)
+    model.fit(x, y, loss="bce", optimizer=opt, epochs=1, batch_size=8, verbose=0)
+
+
+def test_cli_resume_keeps_dtype_and_loss(tmp_path, capsys):
+    import json
+
+    from portgd.cli import main
+
+    common = ["--json", "--dataset", "synthetic", "--dtype", "float64", "--loss", "ce"]
+    assert main(["train", *common, "--epochs", "4"]) == 0
+    straight = json.loads(capsys.readouterr().out)
+    ckpt = str(tmp_path / "half.npz")
+    assert main(["train", *common, "--epochs", "2", "--save", ckpt]) == 0
+    capsys.readouterr()
+    assert main(["train", "--json", "--epochs", "2", "--resume", ckpt]) == 0
+    resumed = json.loads(capsys.readouterr().out)
+    assert resumed["dtype"] == "float64" and resumed["epochs"] == 4
+    assert resumed["train_loss"] == straight["train_loss"]  # bit-identical continuation
+    assert main(["evaluate", ckpt, "--json"]) == 0  # the checkpoint knows its loss: ce
+    assert json.loads(capsys.readouterr().out)["dataset"] == "synthetic"
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["train", "--seed", "-1"], "expected an integer >= 0"),
+        (["solve", "--lr", "-0.01"], "lr must be a positive finite number"),
+    ],
+)
+def test_more_bad_options(argv, message):
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "portgd", *argv], capture_output=True,
+                          text=True)
+    assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_save_into_a_folder_is_refused_before_training(tmp_path, capsys):
+    from portgd.cli import main
+
+    assert main(["train", "--save", str(tmp_path)]) == 2
+    captured = capsys.readouterr()
+    assert "is a folder" in captured.err and captured.out == ""
+
+
+def test_solve_bad_data(tmp_path):
+    with pytest.raises(portgd.ShapeError, match="at least one row"):
+        portgd.solve_linear(np.zeros((0, 3)), np.zeros(0))
+    with pytest.raises(portgd.NonFiniteLossError, match="contains NaN or inf"):
+        portgd.solve_linear([[1.0, np.nan], [0.0, 1.0]], [1.0, 2.0])
+
+
+def test_plot_format_follows_the_suffix(tmp_path):
+    history = portgd.History()
+    history.append(0, {"loss": 1.0})
+    history.append(1, {"loss": 0.5})
+    assert history.plot(tmp_path / "curve.svg").read_text().lstrip().startswith("<?xml")
+    with pytest.raises(portgd.InputError, match="cannot write the plot"):
+        history.plot(tmp_path / "curve.nope")

@@ -76,7 +76,7 @@ def test_failed_save_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(checkpoint.np, "savez", crash)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(portgd.CheckpointError, match="disk full; the previous file"):
         portgd.save(path, model, opt, epoch=2)
     assert path.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.npz"]  # no temporary file left behind

@@ -165,6 +165,11 @@ class Sequential:
             for name, value in layer.grads.items()
         }
 
+    def zero_grad(self) -> None:
+        """Forget the stored gradients (``grads`` becomes empty), freeing their memory."""
+        for layer in self.layers:
+            layer.grads = {}
+
     def state_dict(self) -> dict[str, Any]:
         """Host NumPy copies of every parameter, keyed like ``params``."""
         return {name: self.backend.to_numpy(p) for name, p in self.params.items()}

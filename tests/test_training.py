@@ -238,3 +238,13 @@ def test_softmax_with_a_logits_loss_warns():
     model = mlp(3, [4], 2, output="softmax")
     with pytest.warns(UserWarning, match=r"from_logits=False"):
         model.fit(x, y, loss=CategoricalCrossEntropy(), epochs=1, batch_size=32, verbose=0)
+
+
+def test_fit_releases_gradients_after_each_update():
+    x, y = _toy()
+    model = Sequential([Dense(3, 1), Sigmoid()], seed=0)
+    model.loss_and_backward(model.forward(model.input(x)), model.input(y[:, None]),
+                            BinaryCrossEntropy())
+    assert set(model.grads) == {"0.weight", "0.bias"}
+    model.fit(x, y, loss="bce", epochs=1, batch_size=32, verbose=0)
+    assert model.grads == {}

@@ -141,14 +141,18 @@ class Sequential:
                 f"backend={self.backend.name!r}, device={self.backend.device_name!r})")
 
     # -- parameters -------------------------------------------------------------------
-    @property
-    def params(self) -> dict[str, Any]:
-        """All parameters, keyed ``"<layer index>.<name>"``."""
+    def _by_name(self, attribute: str) -> dict[str, Any]:
+        """Every layer's ``params`` or ``grads`` dict merged, keyed ``"<index>.<name>"``."""
         return {
             f"{i}.{name}": value
             for i, layer in enumerate(self.layers)
-            for name, value in layer.params.items()
+            for name, value in getattr(layer, attribute).items()
         }
+
+    @property
+    def params(self) -> dict[str, Any]:
+        """All parameters, keyed ``"<layer index>.<name>"``."""
+        return self._by_name("params")
 
     @params.setter
     def params(self, new: Mapping[str, Any]) -> None:
@@ -159,11 +163,7 @@ class Sequential:
     @property
     def grads(self) -> dict[str, Any]:
         """The gradients stored by the last ``backward``, keyed like ``params``."""
-        return {
-            f"{i}.{name}": value
-            for i, layer in enumerate(self.layers)
-            for name, value in layer.grads.items()
-        }
+        return self._by_name("grads")
 
     def zero_grad(self) -> None:
         """Forget the stored gradients (``grads`` becomes empty), freeing their memory."""

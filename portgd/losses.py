@@ -70,9 +70,19 @@ class Loss:
         scale = self._scale(logits)
         return self._logits_value(xp, logits, y, scale), (yhat - y) * scale
 
-    def fused_with_layer(self, layer: Layer, y: Any, xp: Any) -> tuple[Any, Any]:
-        """:meth:`fused` from the activation layer's saved forward state (logits, output)."""
-        return self.fused(layer.logits, layer.output, y, xp)
+    def fused_with_layer(
+        self, layer: Layer, y: Any, xp: Any, grad: bool = True
+    ) -> tuple[Any, Any]:
+        """:meth:`fused` from the activation layer's saved forward state (logits, output);
+        the gradient is None unless ``grad``."""
+        y = self._targets(xp, layer.logits, y)
+        scale = self._scale(layer.logits)
+        value = self._layer_value(xp, layer, y, scale)
+        return value, (layer.output - y) * scale if grad else None
+
+    def _layer_value(self, xp: Any, layer: Layer, y: Any, scale: float) -> Any:
+        """The fused value from the layer's saved state (by default from its logits)."""
+        return self._logits_value(xp, layer.logits, y, scale)
 
     def fused_value(self, logits: Any, y: Any, xp: Any = None) -> Any:
         """The fused pair's loss value alone, from the logits."""
@@ -223,13 +233,10 @@ class CategoricalCrossEntropy(Loss):
         """The loss from ``shifted = z - max z`` and ``total = sum exp(shifted)``, (N, 1)."""
         return xp.sum(xp.log(total[:, 0]) - xp.sum(y * shifted, axis=-1)) * scale
 
-    def fused_with_layer(self, layer: Layer, y: Any, xp: Any) -> tuple[Any, Any]:
+    def _layer_value(self, xp: Any, layer: Layer, y: Any, scale: float) -> Any:
         """The Softmax layer already holds ``z - max z`` and its exponentials' sum: no
         second pass over the logits."""
-        y = self._targets(xp, layer.logits, y)
-        scale = self._scale(layer.logits)
-        value = self._shifted_value(xp, layer.shifted, layer.total, y, scale)
-        return value, (layer.output - y) * scale
+        return self._shifted_value(xp, layer.shifted, layer.total, y, scale)
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.ndim == 1:

@@ -245,15 +245,27 @@ class Sequential:
             else:
                 first.backward(dout)
 
+    def _fused_activation(self, loss: Loss) -> Layer | None:
+        """The last layer if ``loss`` fuses with it (Sigmoid + BCE, Softmax + CE), else None."""
+        last = self.layers[-1]
+        return last if loss.fuses_with is not None and type(last) is loss.fuses_with else None
+
+    def loss_value(self, yhat: Any, y: Any, loss: Loss) -> Any:
+        """``loss`` of the last forward's output ``yhat`` (the fused stable form if it applies)."""
+        fused = self._fused_activation(loss)
+        if fused is not None:
+            return loss.fused_with_layer(fused, y, self.xp, grad=False)[0]
+        return loss.value(yhat, y, self.xp)
+
     def loss_and_backward(self, yhat: Any, y: Any, loss: Loss) -> Any:
         """Compute ``loss`` on the last forward's output, backpropagate, return the loss.
 
         Uses the fused stable gradient when the last layer is the activation the loss fuses
         with (Sigmoid + BinaryCrossEntropy, Softmax + CategoricalCrossEntropy).
         """
-        last = self.layers[-1]
-        if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value, dz = loss.fused_with_layer(last, y, self.xp)
+        fused = self._fused_activation(loss)
+        if fused is not None:
+            value, dz = loss.fused_with_layer(fused, y, self.xp)
             self.backward(dz, start=len(self.layers) - 2)
         else:
             value, dout = loss(yhat, y, self.xp)

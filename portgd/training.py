@@ -292,12 +292,7 @@ def _evaluate(
         stop = min(start + step, n)
         xb, yb = x[start:stop, ...], y[start:stop, ...]
         yhat = model.forward(xb)
-        last = model.layers[-1]
-        if loss.fuses_with is not None and type(last) is loss.fuses_with:
-            value = loss.fused_value(last.logits, yb, model.xp)
-        else:
-            value = loss.value(yhat, yb, model.xp)
-        totals.add(value, yhat, yb)
+        totals.add(model.loss_value(yhat, yb, loss), yhat, yb)
     return totals.read(prefix)
 
 

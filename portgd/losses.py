@@ -136,7 +136,25 @@ def softplus(xp: Any, z: Any) -> Any:
     return xp.maximum(z, 0.0) + xp.log1p(xp.exp(-xp.abs(z)))
 
 
-class BinaryCrossEntropy(Loss):
+class _CrossEntropy(Loss):
+    """What the two cross-entropies share: ``from_logits``, the clipping ``eps`` and the
+    activation they fuse with when they take probabilities."""
+
+    activation: type[Layer]
+
+    def __init__(self, from_logits: bool, reduction: str, eps: float) -> None:
+        super().__init__(reduction)
+        if not 0.0 < eps < 0.5:
+            raise InputError(f"eps must be in (0, 0.5), got {eps!r}")
+        self.from_logits = bool(from_logits)
+        self.eps = float(eps)
+        self.fuses_with = None if from_logits else self.activation
+
+    def config(self) -> dict[str, Any]:
+        return {"from_logits": self.from_logits, "reduction": self.reduction, "eps": self.eps}
+
+
+class BinaryCrossEntropy(_CrossEntropy):
     """Binary cross-entropy over independent outputs with targets in [0, 1].
 
     From probabilities (``from_logits=False``): ``p = clip(yhat, eps, 1 - eps)`` with
@@ -149,16 +167,10 @@ class BinaryCrossEntropy(Loss):
     ``scale = 1 / (N * outputs)`` for ``reduction="mean"``.
     """
 
-    def __init__(self, from_logits: bool = False, reduction: str = "mean", eps: float = 1e-7):
-        super().__init__(reduction)
-        if not 0.0 < eps < 0.5:
-            raise InputError(f"eps must be in (0, 0.5), got {eps!r}")
-        self.from_logits = bool(from_logits)
-        self.eps = float(eps)
-        self.fuses_with = None if from_logits else Sigmoid
+    activation = Sigmoid
 
-    def config(self) -> dict[str, Any]:
-        return {"from_logits": self.from_logits, "reduction": self.reduction, "eps": self.eps}
+    def __init__(self, from_logits: bool = False, reduction: str = "mean", eps: float = 1e-7):
+        super().__init__(from_logits, reduction, eps)
 
     def _value_and_grad(
         self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
@@ -182,7 +194,7 @@ class BinaryCrossEntropy(Loss):
             )
 
 
-class CategoricalCrossEntropy(Loss):
+class CategoricalCrossEntropy(_CrossEntropy):
     """Cross-entropy over ``K`` classes with integer labels ``(N,)`` or one-hot targets ``(N, K)``.
 
     From logits ``z`` (default, and the fused Softmax pair), with log-sum-exp
@@ -197,14 +209,10 @@ class CategoricalCrossEntropy(Loss):
     Integer labels are turned into one-hot rows on the device with the predictions' dtype.
     """
 
-    def __init__(self, from_logits: bool = True, reduction: str = "mean", eps: float = 1e-7):
-        super().__init__(reduction)
-        self.from_logits = bool(from_logits)
-        self.eps = float(eps)
-        self.fuses_with = None if from_logits else Softmax
+    activation = Softmax
 
-    def config(self) -> dict[str, Any]:
-        return {"from_logits": self.from_logits, "reduction": self.reduction, "eps": self.eps}
+    def __init__(self, from_logits: bool = True, reduction: str = "mean", eps: float = 1e-7):
+        super().__init__(from_logits, reduction, eps)
 
     def _count(self, yhat: Any) -> int:
         return yhat.shape[0]

@@ -157,12 +157,28 @@ def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> No
         args.test_size = split.get("test_size", DEFAULT_TEST_SIZE)
 
 
-def _train_data(args: argparse.Namespace, backend: Any) -> tuple[Any, Any]:
+def _load_data(args: argparse.Namespace, backend: Any, dtype: str) -> Any:
     from . import datasets
 
-    data = datasets.load(args.dataset, backend=backend, dtype=args.dtype,
-                         **_download_option(args))
+    return datasets.load(args.dataset, backend=backend, dtype=dtype, **_download_option(args))
+
+
+def _split(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
+    """(train, held-out): the same split for train, --resume and evaluate."""
     return data.split(args.test_size, seed=args.seed, stratify=data.num_classes is not None)
+
+
+def _check_fits(model: Any, data: Any, outputs: int, checkpoint: str, spec: str) -> None:
+    if model.in_features != data.n_features or model.out_features != outputs:
+        raise InputError(
+            f"the checkpoint {checkpoint} is a model for {model.in_features} features and "
+            f"{model.out_features} output(s); --dataset {spec} has {data.n_features} features "
+            f"and needs {outputs} output(s)"
+        )
+
+
+def _metrics(data: Any) -> tuple[str, ...]:
+    return () if data.num_classes is None else ("accuracy",)
 
 
 def _loss_object(loss: str) -> Any:
@@ -193,16 +209,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     _resolve_data_settings(args, resumed.metadata if resumed else {})
     if args.dtype is None:
         args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
-    train, test = _train_data(args, backend)
+    train, test = _split(args, _load_data(args, backend, args.dtype))
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
     if resumed is not None:
         model, optimizer, meta = resumed
-        if model.in_features != train.n_features or model.out_features != outputs:
-            raise InputError(
-                f"the checkpoint {args.resume} is a model for {model.in_features} features "
-                f"and {model.out_features} output(s); --dataset {args.dataset} needs "
-                f"{train.n_features} and {outputs}"
-            )
+        _check_fits(model, train, outputs, args.resume, args.dataset)
         first_epoch = int(meta.get("epoch", 0))
         if optimizer is None:
             optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
@@ -211,7 +222,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                     output=output, seed=args.seed, dtype=args.dtype, backend=backend)
         optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
         first_epoch = 0
-    metrics = () if train.num_classes is None else ("accuracy",)
+    metrics = _metrics(train)
     xp = backend.xp
     if not args.json:
         print(f"portgd {__version__}: {train.name} ({train.n_samples} train, "
@@ -224,7 +235,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         batch_size=args.batch_size, metrics=metrics, verbose=0 if args.json or args.quiet else 1,
         validation_data=(test.X, _targets_for(loss, test.y, xp)),
     )
-    final = model.evaluate(test.X, _targets_for(loss, test.y, xp), metrics=metrics)
+    # the held-out part is fit's validation data: its last epoch's figures are the final ones
+    final = {name[len("val_"):]: values[-1] for name, values in history.history.items()
+             if name.startswith("val_")}
     epochs_done = first_epoch + len(history)
     if args.save:
         save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset,
@@ -253,7 +266,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 # -- portgd evaluate -----------------------------------------------------------------------
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import datasets
     from .checkpoint import load
 
     backend = get_backend(args.backend, args.device)
@@ -264,22 +276,14 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             f"train); pass --dataset, e.g. --dataset digits"
         )
     _resolve_data_settings(args, meta)
-    spec = args.dataset
-    data = datasets.load(spec, backend=backend, dtype=model.dtype_name, **_download_option(args))
+    data = _load_data(args, backend, model.dtype_name)
     if args.split == "test":
-        _, data = data.split(args.test_size, seed=args.seed,
-                             stratify=data.num_classes is not None)
+        _, data = _split(args, data)
     loss, _, outputs = _loss_and_output(args.loss, data.num_classes)
-    if model.in_features != data.n_features or model.out_features != outputs:
-        raise InputError(
-            f"the checkpoint is a model for {model.in_features} features and "
-            f"{model.out_features} output(s); --dataset {spec} has {data.n_features} features "
-            f"and needs {outputs} output(s)"
-        )
-    metrics = () if data.num_classes is None else ("accuracy",)
+    _check_fits(model, data, outputs, args.checkpoint, args.dataset)
     result = model.evaluate(data.X, _targets_for(loss, data.y, backend.xp), loss=_loss_object(loss),
-                            metrics=metrics)
-    result = {"dataset": spec, "samples": data.n_samples, **result}
+                            metrics=_metrics(data))
+    result = {"dataset": args.dataset, "samples": data.n_samples, **result}
     if args.json:
         print(json.dumps(result))
     else:

@@ -84,19 +84,11 @@ def _run_probe() -> tuple[int, str]:
 
 
 class CupyBackend(Backend):
+    """Device names come from ``device_string``, which reads ``cupy.cuda.Device.id``."""
+
     def __init__(self, cupy: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._cupy = cupy
-
-    @property
-    def device_name(self) -> str:
-        return f"cuda:{self.device.id}"
-
-    def devices(self) -> list[str]:
-        return [f"cuda:{d.id}" for d in self._devices]
-
-    def same_device(self, a: Any, b: Any) -> bool:
-        return a.id == b.id
 
     def to_numpy(self, x: Any) -> np.ndarray:
         with self.device:

@@ -236,16 +236,12 @@ def _describe(x: Any) -> str:
     return f"{found.name} on device {found.device_name!r}"
 
 
-def _on(backend: Backend, x: Any) -> bool:
-    return backend.holds(x)
-
-
 def _common_backend(grads: Mapping[str, Array], owner: str) -> Backend:
     """The Backend holding every array of ``grads`` (non-empty, no None values)."""
     first_name, first = next(iter(grads.items()))
     backend = backend_of(first)
     for name, g in grads.items():
-        if not _on(backend, g):
+        if not backend.holds(g):
             raise BackendMismatchError(
                 f"{owner}: gradient {name!r} is {_describe(g)} but gradient {first_name!r} "
                 f"is {backend.name} on device {backend.device_name!r}; all gradients must "
@@ -607,7 +603,7 @@ class Optimizer:
         self._backend = backend
 
     def _check_array(self, backend: Backend, x: Any, what: str) -> None:
-        if _on(backend, x):
+        if backend.holds(x):
             return
         raise BackendMismatchError(
             f"{type(self).__name__}: {what} is {_describe(x)}, but this optimizer's state "

@@ -73,3 +73,14 @@ def test_synchronize_and_activate_are_callable(backend):
 def test_devices_are_listed(backend):
     assert backend.device_name in backend.devices()
     assert portgd.get_backend(backend.name, backend.device_name) == backend
+
+
+def test_device_string_names_cupy_devices_without_cupy():
+    from portgd.backends._base import device_string
+
+    class FakeCupyDevice:  # cupy.cuda.Device carries its index in .id
+        id = 3
+
+    FakeCupyDevice.__module__ = "cupy.cuda.device"
+    assert device_string(FakeCupyDevice()) == "cuda:3"
+    assert device_string("device1") == "device1"

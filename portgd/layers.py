@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 from . import init as initializers
+from ._checks import positive_int
 from .errors import InputError, ShapeError
 
 
@@ -79,9 +80,8 @@ class Dense(Layer):
         init: str = "glorot_uniform",
     ) -> None:
         super().__init__()
-        for name, value in (("in_features", in_features), ("out_features", out_features)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"Dense {name} must be a positive int, got {value!r}")
+        positive_int("Dense in_features", in_features)
+        positive_int("Dense out_features", out_features)
         initializers.get(init)  # fail now on an unknown name
         self.in_features = in_features
         self.out_features = out_features

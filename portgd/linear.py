@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, NamedTuple
 
+from ._checks import positive_int
 from ._registry import backend_of, get_backend
 from .errors import InputError, NonFiniteLossError, ShapeError
 
@@ -33,12 +34,6 @@ def divergence_message(losses: list[float], iterations: list[int]) -> str:
             f"N / the largest eigenvalue of A^T A)")
 
 
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InputError(f"{name} must be a positive int, got {value!r}")
-    return value
-
-
 def solve_linear(
     A: Any,
     Y: Any,
@@ -59,8 +54,8 @@ def solve_linear(
     backend of ``A`` is used (the active backend for host data). Returns a
     :class:`LinearSolution` ``(x, losses, iterations)``.
     """
-    _positive_int("iters", iters)
-    _positive_int("log_every", log_every)
+    positive_int("iters", iters)
+    positive_int("log_every", log_every)
     if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not 0 < lr < math.inf:
         raise InputError(f"lr must be a positive finite number, got {lr!r}")
     if backend is None and device is None and not get_backend("numpy").is_host(A):

@@ -272,13 +272,13 @@ class Sequential:
             self.backward(dout)
         return value
 
-    def input(self, x: Any, what: str = "x") -> Any:
+    def input(self, x: Any) -> Any:
         """``x`` as an array of this model's backend, device and dtype.
 
-        Host data is transferred; integer data is converted exactly to the float dtype;
-        arrays of another backend or device raise BackendMismatchError.
+        Host data is transferred; integer data is cast to the float dtype; arrays of another
+        backend or device raise BackendMismatchError.
         """
-        return self.backend.asarray(x, dtype=self.dtype) if x is not None else None
+        return self.backend.asarray(x, dtype=self.dtype)
 
     def predict(self, x: Any, batch_size: int | None = None) -> Any:
         """The model's output for ``x`` (host data or this backend's arrays)."""

@@ -46,6 +46,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from ._checks import check_real
 from ._registry import backend_of, get_backend
 from .errors import (
     BackendMismatchError,
@@ -54,7 +55,7 @@ from .errors import (
     PortgdError,
     ShapeError,
 )
-from .schedules import Schedule, check_real, schedule_from_config
+from .schedules import Schedule, schedule_from_config
 
 if TYPE_CHECKING:
     from portgd.backends import Backend

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import losses as losses_module
 from . import metrics as metrics_module
+from ._checks import positive_int
 from .callbacks import Callback, CallbackList
 from .errors import DatasetError, InputError, NonFiniteLossError, ShapeError
 from .history import History
@@ -203,9 +204,8 @@ def fit(
     _warn_double_activation(model, loss)
     if not isinstance(optimizer, Optimizer):
         optimizer = make_optimizer(optimizer)
-    for name, value in (("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise InputError(f"{name} must be a positive int, got {value!r}")
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
     if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
             or not 0 <= initial_epoch < epochs):
         raise InputError(

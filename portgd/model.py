@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ._registry import get_backend
@@ -229,21 +229,32 @@ class Sequential:
 
     __call__ = forward
 
-    def backward(self, dout: Any, start: int | None = None) -> None:
+    def backward(
+        self,
+        dout: Any,
+        start: int | None = None,
+        after_layer: Callable[[Layer], None] | None = None,
+    ) -> None:
         """Backpropagate ``dL/d(output of layer start)`` (default: the last layer).
 
         Stores every parameter gradient. The first layer's input gradient is not needed
-        and not computed.
+        and not computed. ``after_layer(layer)``, if given, is called right after each
+        layer's backward (an optimizer's LayerwiseStep updates the layer there).
         """
         last = len(self.layers) - 1 if start is None else start
         for layer in reversed(self.layers[1 : last + 1]):
             dout = layer.backward(dout)
+            if after_layer is not None:
+                after_layer(layer)
+        if last < 0:
+            return  # the fused loss already gave the gradient of the model's input
         first = self.layers[0]
-        if last >= 0:
-            if isinstance(first, Dense):
-                first.backward(dout, need_input_grad=False)
-            else:
-                first.backward(dout)
+        if isinstance(first, Dense):
+            first.backward(dout, need_input_grad=False)
+        else:
+            first.backward(dout)
+        if after_layer is not None:
+            after_layer(first)
 
     def _fused_activation(self, loss: Loss) -> Layer | None:
         """The last layer if ``loss`` fuses with it (Sigmoid + BCE, Softmax + CE), else None."""
@@ -257,19 +268,26 @@ class Sequential:
             return loss.fused_with_layer(fused, y, self.xp, grad=False)[0]
         return loss.value(yhat, y, self.xp)
 
-    def loss_and_backward(self, yhat: Any, y: Any, loss: Loss) -> Any:
+    def loss_and_backward(
+        self,
+        yhat: Any,
+        y: Any,
+        loss: Loss,
+        after_layer: Callable[[Layer], None] | None = None,
+    ) -> Any:
         """Compute ``loss`` on the last forward's output, backpropagate, return the loss.
 
         Uses the fused stable gradient when the last layer is the activation the loss fuses
         with (Sigmoid + BinaryCrossEntropy, Softmax + CategoricalCrossEntropy).
+        ``after_layer`` is passed on to :meth:`backward`.
         """
         fused = self._fused_activation(loss)
         if fused is not None:
             value, dz = loss.fused_with_layer(fused, y, self.xp)
-            self.backward(dz, start=len(self.layers) - 2)
+            self.backward(dz, start=len(self.layers) - 2, after_layer=after_layer)
         else:
             value, dout = loss(yhat, y, self.xp)
-            self.backward(dout)
+            self.backward(dout, after_layer=after_layer)
         return value
 
     def input(self, x: Any) -> Any:

@@ -67,6 +67,7 @@ __all__ = [
     "AdaGrad",
     "Adam",
     "AdamW",
+    "LayerwiseStep",
     "Optimizer",
     "RMSprop",
     "adagrad_update",
@@ -489,6 +490,21 @@ class Optimizer:
         (``"<name>:inplace"`` in its ``fast`` table, e.g. NumPy's) may update them and the
         optimizer state without allocating; results are the same as the generic rule's.
         """
+        self._bind(model)
+        model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
+
+    def begin_step(self, model: Any) -> LayerwiseStep:
+        """Start a step that updates each layer during the backward pass; see LayerwiseStep."""
+        self._bind(model)
+        backend = self._backend if self._backend is not None else self._resolve(model.params)
+        if self._unchecked:  # a mismatched checkpoint fails before any layer changes
+            for name, p in model.params.items():
+                if name in self._unchecked:
+                    self._checked_loaded(name, p, self.state[name], backend.xp)
+        return LayerwiseStep(self, model, backend)
+
+    def _bind(self, model: Any) -> None:
+        """Adopt the model's backend, or raise if the state lives elsewhere."""
         backend = getattr(model, "backend", None)
         if self._backend is None and backend is not None:
             self._adopt(backend)  # the model knows its backend: no need to guess from arrays
@@ -499,7 +515,6 @@ class Optimizer:
                 f"{self._backend.name} on device {self._backend.device_name!r}. Move the "
                 f"optimizer with opt.to(model.backend) after moving the model."
             )
-        model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
 
     def _apply(
         self,
@@ -539,26 +554,54 @@ class Optimizer:
     ) -> dict[str, Array]:
         if not trusted:
             self._check_arrays(backend, params, present)
-        xp = backend.xp
-        self._check_loaded(params, present, xp)
-        hp = {**self._hyper, **self._fixed_hp, "lr": self.lr}
-        present = self._prepare_grads(present, xp)
+        update, hp = self._rule(backend, in_place)
+        updated, new_state = self._updated(params, present, backend, update, hp)
+        new_params.update(updated)
+        self._commit(new_state)
+        self.step_count += 1
+        return new_params
+
+    def _rule(self, backend: Backend, in_place: bool) -> tuple[UpdateFn, dict[str, Any]]:
+        """This step's update function (a backend fast path or the generic rule) and ``hp``."""
         update = backend.op(self.name, type(self).update_rule)
         if in_place:
             update = backend.op(f"{self.name}:inplace", update)
+        return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
+
+    def _updated(
+        self,
+        params: Mapping[str, Array],
+        grads: dict[str, Array],
+        backend: Backend,
+        update: UpdateFn,
+        hp: Mapping[str, Any],
+    ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
+        """New parameters and states for the parameters in ``grads``; commits nothing."""
+        grads = self._prepare_grads(grads, backend.xp)
+        new_params: dict[str, Array] = {}
         new_state: dict[str, dict[str, Array]] = {}
-        for name, g in present.items():
-            p = params[name]
-            state = self.state.get(name)
-            if state is None:
-                state = self.init_state(p, xp, backend.device)
-            step = self.param_steps.get(name, 0) + 1
-            new_params[name], new_state[name] = update(p, g, state, hp, step, xp=xp)
+        for name, g in grads.items():
+            new_params[name], new_state[name] = self._update_one(
+                name, params[name], g, backend, update, hp
+            )
+        return new_params, new_state
+
+    def _update_one(
+        self, name: str, p: Array, g: Array, backend: Backend, update: UpdateFn,
+        hp: Mapping[str, Any],
+    ) -> tuple[Array, dict[str, Array]]:  # fmt: skip
+        """One parameter's new value and state from its prepared gradient; commits nothing."""
+        state = self.state.get(name)
+        if state is None:
+            state = self.init_state(p, backend.xp, backend.device)
+        elif name in self._unchecked:
+            state = self._checked_loaded(name, p, state, backend.xp)
+        return update(p, g, state, hp, self.param_steps.get(name, 0) + 1, xp=backend.xp)
+
+    def _commit(self, new_state: Mapping[str, dict[str, Array]]) -> None:
         self.state.update(new_state)
         for name in new_state:
             self.param_steps[name] = self.param_steps.get(name, 0) + 1
-        self.step_count += 1
-        return new_params
 
     def _check_arrays(
         self, backend: Backend, params: Mapping[str, Array], grads: dict[str, Array]
@@ -621,22 +664,21 @@ class Optimizer:
         self._adopt(get_backend(backend, device))
         return self
 
-    def _check_loaded(self, params: Params, grads: dict[str, Array], xp: Any) -> None:
-        """Check loaded state against the parameters it meets; cast it to their dtype."""
-        for name in self._unchecked & set(grads):
-            p = params[name]
-            state = self.state[name]
-            for key, value in state.items():
-                if tuple(value.shape) != tuple(p.shape):
-                    raise CheckpointError(
-                        f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
-                        f"{tuple(value.shape)} but parameter {name!r} has shape "
-                        f"{tuple(p.shape)}; the state dict belongs to another model"
-                    )
-            self.state[name] = {
-                k: v if v.dtype == p.dtype else xp.astype(v, p.dtype) for k, v in state.items()
-            }
-            self._unchecked.discard(name)
+    def _checked_loaded(
+        self, name: str, p: Array, state: dict[str, Array], xp: Any
+    ) -> dict[str, Array]:
+        """Loaded state checked against the parameter it first meets and cast to its dtype."""
+        for key, value in state.items():
+            if tuple(value.shape) != tuple(p.shape):
+                raise CheckpointError(
+                    f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
+                    f"{tuple(value.shape)} but parameter {name!r} has shape "
+                    f"{tuple(p.shape)}; the state dict belongs to another model"
+                )
+        state = {k: v if v.dtype == p.dtype else xp.astype(v, p.dtype) for k, v in state.items()}
+        self.state[name] = state
+        self._unchecked.discard(name)
+        return state
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -741,6 +783,61 @@ class Optimizer:
         self._unchecked = set(host)
         if self._backend is not None:
             self._adopt(self._backend)
+
+
+class LayerwiseStep:
+    """One optimizer step applied layer by layer, as the backward pass produces gradients.
+
+    ``fit`` runs each training step as::
+
+        step = optimizer.begin_step(model)
+        model.loss_and_backward(yhat, y, loss, after_layer=step)
+        step.finish()
+
+    ``model.backward`` calls ``step(layer)`` right after ``layer.backward``, which has
+    already used the layer's current weights for the gradient it passes down, so updating
+    them then gives the same numbers, bit for bit, as ``optimizer.update(model)`` after the
+    whole backward pass. Each gradient is used while it is still in cache and released at
+    once (``model.grads`` is empty afterwards, as after ``model.zero_grad()``), the way a
+    hand-written loop updates each layer as it goes.
+
+    Clipping by global norm needs every gradient before the first update: then nothing
+    happens per layer, and :meth:`finish` runs ``optimizer.update(model)`` and releases
+    the gradients. A step that raises part-way (a failing layer) leaves the layers already
+    updated as they are.
+    """
+
+    def __init__(self, optimizer: Optimizer, model: Any, backend: Backend) -> None:
+        self.optimizer = optimizer
+        self.model = model
+        self.backend = backend
+        self.layerwise = optimizer.clip_norm is None
+        if self.layerwise:
+            self._update, self._hp = optimizer._rule(backend, in_place=True)
+
+    def __call__(self, layer: Any) -> None:
+        """Update ``layer``'s parameters from the gradients its backward just stored."""
+        if not self.layerwise or not layer.grads:
+            return
+        optimizer, backend, params = self.optimizer, self.backend, layer.params
+        grads = {key: g for key, g in layer.grads.items() if g is not None}
+        prefix = f"{layer.index}."
+        new_state = {}
+        for key, g in optimizer._prepare_grads(grads, backend.xp).items():
+            name = prefix + key
+            params[key], new_state[name] = optimizer._update_one(
+                name, params[key], g, backend, self._update, self._hp
+            )
+        optimizer._commit(new_state)
+        layer.grads = {}
+
+    def finish(self) -> None:
+        """End the step: count it (or, with global-norm clipping, apply it now)."""
+        if self.layerwise:
+            self.optimizer.step_count += 1
+        else:
+            self.optimizer.update(self.model)
+            self.model.zero_grad()
 
 
 def _counter(owner: str, what: str, value: Any) -> int:

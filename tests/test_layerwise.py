@@ -1,0 +1,161 @@
+"""LayerwiseStep (the update fit applies during the backward pass) against update(model).
+
+Updating each layer as soon as its gradients exist must give the numbers of the plain
+"whole backward pass, then update(model)" order bit for bit, on every backend and for every
+optimizer configuration; it must release the gradients, and it must lower the peak memory of
+a step by the gradients no longer held at once.
+"""
+
+from __future__ import annotations
+
+import tracemalloc
+
+import numpy as np
+import pytest
+from helpers import float64_or_skip
+
+import portgd
+from portgd import optim
+from portgd.errors import CheckpointError
+
+CONFIGS = [
+    ("sgd", {}),
+    ("sgd", {"momentum": 0.9, "nesterov": True, "weight_decay": 0.01}),
+    ("adagrad", {"lr_decay": 0.01}),
+    ("rmsprop", {"centered": True, "momentum": 0.5}),
+    ("adam", {"amsgrad": True, "weight_decay": 0.01}),
+    ("adamw", {}),
+    ("sgd", {"momentum": 0.5, "clip_value": 0.05, "maximize": True}),
+    ("adam", {"clip_norm": 0.1}),  # needs every gradient first: applied in finish()
+]
+
+
+def _model(backend, dtype="float64"):
+    return portgd.mlp(5, [7, 6], 3, output="softmax", seed=3, dtype=dtype, backend=backend)
+
+
+def _batches(steps=5, n=8):
+    rng = np.random.default_rng(1)
+    return [(rng.normal(size=(n, 5)), rng.integers(0, 3, n)) for _ in range(steps)]
+
+
+def _targets(model, labels):
+    return portgd.losses.one_hot(model.xp, model.backend.asarray(labels), 3, model.dtype)
+
+
+@pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{sorted(k)}" for n, k in CONFIGS])
+def test_layerwise_step_equals_update_after_backward(backend, name, kwargs):
+    float64_or_skip(backend)
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    plain, layerwise = _model(backend), _model(backend)
+    plain_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
+    layer_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
+    with backend.activate():
+        for x, labels in _batches():
+            xb = plain.input(x)
+            y = _targets(plain, labels)
+            plain.loss_and_backward(plain.forward(xb), y, loss)
+            plain_opt.update(plain)
+            assert plain.grads  # update(model) leaves the gradients in place
+
+            step = layer_opt.begin_step(layerwise)
+            layerwise.loss_and_backward(layerwise.forward(xb), y, loss, after_layer=step)
+            step.finish()
+            assert layerwise.grads == {}  # released as they were used
+    assert layer_opt.step_count == plain_opt.step_count == 5
+    assert layer_opt.param_steps == plain_opt.param_steps
+    for key, value in plain.state_dict().items():
+        np.testing.assert_array_equal(layerwise.state_dict()[key], value, err_msg=key)
+    expected = plain_opt.state_dict()["state"]
+    got = layer_opt.state_dict()["state"]
+    assert got.keys() == expected.keys()
+    for key, entry in expected.items():
+        for state_key, value in entry.items():
+            np.testing.assert_array_equal(got[key][state_key], value)
+
+
+def test_after_layer_sees_each_backpropagated_layer_once_in_reverse():
+    model = _model("numpy")
+    seen = []
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    x, labels = _batches(1)[0]
+    model.loss_and_backward(model.forward(model.input(x)), _targets(model, labels), loss,
+                            after_layer=lambda layer: seen.append((layer.index, bool(layer.grads))))
+    # Softmax (index 5) is skipped: the fused loss gives the gradient of its input directly
+    assert seen == [(4, True), (3, False), (2, True), (1, False), (0, True)]
+
+
+def test_fit_leaves_no_gradients_and_matches_a_manual_loop():
+    x, labels = _batches(1, n=32)[0]
+    fitted, manual = _model("numpy"), _model("numpy")
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    fitted.fit(x, labels, loss=loss, optimizer=optim.Adam(lr=0.01), epochs=2, batch_size=16,
+               shuffle=False, verbose=0)
+    assert fitted.grads == {}
+    opt = optim.Adam(lr=0.01)
+    for _ in range(2):
+        for start in (0, 16):
+            xb = manual.input(x[start:start + 16])
+            manual.loss_and_backward(manual.forward(xb), _targets(manual, labels[start:start + 16]),
+                                     loss)
+            opt.update(manual)
+    for key, value in manual.state_dict().items():
+        np.testing.assert_array_equal(fitted.state_dict()[key], value)
+
+
+def test_loaded_state_is_checked_and_cast_in_the_layerwise_path():
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    x, labels = _batches(1)[0]
+    source = _model("numpy")
+    source_opt = optim.Adam(lr=0.01)
+    source.fit(x, labels, loss=loss, optimizer=source_opt, epochs=1, batch_size=8, verbose=0)
+
+    target = _model("numpy", dtype="float32")  # float64 state meets float32 parameters
+    opt = optim.Adam(lr=0.01)
+    opt.load_state_dict(source_opt.state_dict())
+    target.fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    assert opt.state["0.weight"]["exp_avg"].dtype == np.float32
+    assert opt.param_steps["0.weight"] == 2
+
+    wider = portgd.mlp(5, [9, 6], 3, output="softmax", backend="numpy")
+    opt = optim.Adam(lr=0.01)
+    opt.load_state_dict(source_opt.state_dict())
+    before = wider.state_dict()
+    with pytest.raises(CheckpointError, match=r"'0.weight'/'exp_avg' has shape \(5, 7\)"):
+        wider.fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    for key, value in before.items():  # it fails before the first layer is updated
+        np.testing.assert_array_equal(wider.state_dict()[key], value, err_msg=key)
+
+
+def _peak_bytes(model, opt, x, y, loss, layerwise):
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    start = tracemalloc.get_traced_memory()[0]
+    if layerwise:
+        step = opt.begin_step(model)
+        model.loss_and_backward(model.forward(x), y, loss, after_layer=step)
+        step.finish()
+    else:
+        model.loss_and_backward(model.forward(x), y, loss)
+        opt.update(model)
+        model.zero_grad()
+    peak = tracemalloc.get_traced_memory()[1] - start
+    tracemalloc.stop()
+    return peak
+
+
+def test_layerwise_step_holds_one_layers_gradients_at_a_time():
+    """Peak memory of a step: the two 256x256 float64 weight gradients (512 KiB each) are
+    never alive together, so the peak drops by one of them."""
+    loss = portgd.losses.MSE()
+    rng = np.random.default_rng(0)
+    peaks = {}
+    for layerwise in (False, True):
+        model = portgd.Sequential([portgd.layers.Dense(256, 256), portgd.layers.Dense(256, 256)],
+                                  dtype="float64", backend="numpy")
+        x, y = model.input(rng.normal(size=(2, 256))), model.input(rng.normal(size=(2, 256)))
+        opt = optim.SGD(lr=0.01)
+        _peak_bytes(model, opt, x, y, loss, layerwise)  # warm-up: nothing allocated lazily below
+        peaks[layerwise] = _peak_bytes(model, opt, x, y, loss, layerwise)
+    gradient = 256 * 256 * 8
+    assert peaks[False] - peaks[True] >= gradient, peaks

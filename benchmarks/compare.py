@@ -11,12 +11,14 @@ For each MLP shape of ``portgd.bench`` (the 4096-wide one only with --large or a
   on the logits, ``torch.optim.SGD``, the same batches.
 
 Every contender gets the same number of threads (BLAS/OpenMP, set with threadpoolctl and
-``torch.set_num_threads``), and TF32 is off on both sides on a GPU. The figure is the median
-epoch time over ``--repeats`` epochs after a warm-up epoch. The script also measures the
-machine's float32 matmul throughput at each case's shapes (the peak the fraction refers to)
-and the resident memory after every portgd epoch.
+``torch.set_num_threads``), and TF32 is off on both sides on a GPU. The contenders run in
+rounds, one epoch each per round in rotating order, after one warm-up epoch each (see
+``interleaved``). The table gives each contender's median epoch time over ``--repeats``
+rounds and the median of its per-round ratios to the hand-written loop and to PyTorch. The
+script also measures the machine's float32 matmul throughput at each case's shapes (the peak
+the fraction refers to) and the resident memory after every portgd epoch.
 
-    python benchmarks/compare.py --threads 2 --markdown
+    python benchmarks/compare.py --threads 1 --markdown
 """
 
 from __future__ import annotations
@@ -58,22 +60,64 @@ class Memory(portgd.callbacks.Callback):
         self.rss.append(_rss_mb())
 
 
-def _median_epoch(epoch: Callable[[], None], sync: Callable[[], None], repeats: int) -> float:
-    epoch()
-    sync()
-    times = []
-    for _ in range(repeats):
+def _timed(epoch: Callable[[], None], sync: Callable[[], None]) -> Callable[[], float]:
+    """``epoch`` as a callable that returns its wall time, the device synchronised at both ends."""
+
+    def run() -> float:
+        sync()
         start = time.perf_counter()
         epoch()
         sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        return time.perf_counter() - start
+
+    return run
+
+
+def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+    """Epoch times of every contender, measured in rounds.
+
+    One warm-up epoch each, then ``repeats`` rounds in which every contender runs one epoch,
+    the order rotating from round to round. A slow stretch of the machine (another process,
+    frequency changes) then hits all contenders of a round alike, and the per-round ratios
+    between contenders stay meaningful even when absolute times drift.
+    """
+    names = list(contenders)
+    for name in names:
+        contenders[name]()
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        shift = r % len(names)
+        for name in names[shift:] + names[:shift]:
+            seconds[name].append(contenders[name]())
+    return seconds
+
+
+def portgd_epoch(
+    case: bench.Case, backend: Any, x: np.ndarray, y: np.ndarray
+) -> Callable[[], float]:
+    """One epoch of ``Sequential.fit`` per call, timed inside fit (its data setup excluded)."""
+    model = bench.build(case, backend)
+    optimizer = portgd.optim.SGD(lr=0.01)
+    timer = bench.EpochTimer(model.backend)
+    targets = y if case.output == "softmax" else y.reshape(-1, 1)
+
+    def run() -> float:
+        model.fit(x, targets, loss=case.loss(), optimizer=optimizer, epochs=1,
+                  batch_size=case.batch_size, verbose=0, callbacks=[timer])
+        return timer.seconds[-1]
+
+    return run
 
 
 # -- hand-written loop: NumPy or CuPy ----------------------------------------------------------
-def hand_written(case: bench.Case, x: Any, y: Any, xp: Any, steps: int, repeats: int,
-                 sync: Callable[[], None]) -> float:
-    """The same math as portgd's fit for ``case``, written out with ``xp`` (numpy or cupy)."""
+def hand_written(
+    case: bench.Case, x: Any, y: Any, xp: Any
+) -> tuple[Callable[[], None], list[Any]]:
+    """The same math as portgd's fit for ``case``, written out with ``xp`` (numpy or cupy).
+
+    Returns a function that runs one epoch, and the list ``[W0, b0, W1, b1, ...]`` of the
+    arrays it updates in place (the batch order is drawn as ``fit(seed=0)`` draws it).
+    """
     model = bench.build(case, "numpy")  # the same initial weights as portgd's model
     params = [xp.asarray(v) for v in model.state_dict().values()]
     weights, biases = params[0::2], params[1::2]
@@ -127,12 +171,13 @@ def hand_written(case: bench.Case, x: Any, y: Any, xp: Any, steps: int, repeats:
                 biases[i] -= gb
         float(total)  # one read per epoch, as portgd's History does
 
-    return _median_epoch(epoch, sync, repeats)
+    return epoch, params
 
 
 # -- PyTorch eager -----------------------------------------------------------------------------
-def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str, steps: int,
-                repeats: int) -> float:
+def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str
+                ) -> Callable[[], float]:
+    """One epoch of PyTorch eager on the same model and batches per call; returns seconds."""
     import torch
     import torch.nn.functional as F
 
@@ -180,7 +225,7 @@ def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str, ste
         if device.startswith("cuda"):
             torch.cuda.synchronize()
 
-    return _median_epoch(epoch, sync, repeats)
+    return _timed(epoch, sync)
 
 
 # -- matmul peak -------------------------------------------------------------------------------
@@ -223,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", default=None)
     parser.add_argument("--large", action="store_true")
     parser.add_argument("--steps", type=int, default=50)
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=9)
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
@@ -250,15 +295,33 @@ def main(argv: list[str] | None = None) -> int:
         x, y = bench.synthetic(case, case.batch_size * args.steps)
         flop = case.flops_per_sample() * x.shape[0]
         row: dict[str, Any] = {"case": case.name, "steps": args.steps}
-
+        on_cpu = not case.large or args.large
+        contenders: dict[str, Callable[[], float]] = {}
         for backend in backends:
-            if case.large and not (args.large or bench.is_gpu(backend)):
-                continue
-            result = bench.run_case(case, backend, steps=args.steps, repeats=args.repeats)
-            row[f"portgd-{backend.name}@{backend.device_name}"] = result.ms_per_step
-        if "numpy" in names and (not case.large or args.large):
-            row["numpy-hand"] = 1e3 * hand_written(case, x, y, np, args.steps, args.repeats,
-                                                   lambda: None) / args.steps
+            if on_cpu or bench.is_gpu(backend):
+                name = f"portgd-{backend.name}@{backend.device_name}"
+                contenders[name] = portgd_epoch(case, backend, x, y)
+        if "numpy" in names and on_cpu:
+            contenders["numpy-hand"] = _timed(hand_written(case, x, y, np)[0], lambda: None)
+        if "cupy" in names:
+            import cupy
+
+            def cupy_sync() -> None:
+                cupy.cuda.Device().synchronize()
+
+            contenders["cupy-hand"] = _timed(hand_written(case, x, y, cupy)[0], cupy_sync)
+        if not args.no_torch:
+            for device in ["cpu"] * on_cpu + ["cuda"] * gpu:
+                contenders[f"torch-eager-{device}"] = torch_eager(case, x, y, device)
+        seconds = interleaved(contenders, args.repeats)
+        row["ms_per_step"] = {name: 1e3 * statistics.median(t) / args.steps
+                              for name, t in seconds.items()}
+        row["ratios"] = {
+            name: {ref: statistics.median(a / b for a, b in zip(t, seconds[ref], strict=True))
+                   for ref in _references(name) if ref in seconds and ref != name}
+            for name, t in seconds.items()
+        }
+        if "numpy" in names and on_cpu:
             memory = Memory()
             model = bench.build(case, "numpy")
             model.fit(x, y if case.output == "softmax" else y.reshape(-1, 1), loss=case.loss(),
@@ -267,18 +330,7 @@ def main(argv: list[str] | None = None) -> int:
             row["rss_mb_per_epoch"] = [round(v, 1) for v in memory.rss]
             row["numpy-peak-gflops"] = case_peak(case)
         if "cupy" in names:
-            import cupy
-
-            def cupy_sync() -> None:
-                cupy.cuda.Device().synchronize()
-
-            row["cupy-hand"] = 1e3 * hand_written(case, x, y, cupy, args.steps, args.repeats,
-                                                  cupy_sync) / args.steps
             row["cupy-peak-gflops"] = case_peak(case, cupy, cupy_sync)
-        if not args.no_torch:
-            for device in ["cpu"] * (not case.large or args.large) + ["cuda"] * gpu:
-                row[f"torch-eager-{device}"] = 1e3 * torch_eager(
-                    case, x, y, device, args.steps, args.repeats) / args.steps
         row["gflop_per_step"] = flop / args.steps / 1e9
         rows.append(row)
         print(json.dumps(row), file=sys.stderr, flush=True)
@@ -304,26 +356,29 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _gpu_side(name: str) -> bool:
+    return "@cuda" in name or name.startswith("cupy") or name.endswith("cuda")
+
+
+def _references(name: str) -> tuple[str, str]:
+    """The hand-written loop and the PyTorch eager run that ``name`` is compared with."""
+    return ("cupy-hand", "torch-eager-cuda") if _gpu_side(name) else (
+        "numpy-hand", "torch-eager-cpu")
+
+
 def markdown(rows: list[dict[str, Any]]) -> str:
-    """ms/step per contender, ratios to the hand-written loop and PyTorch, GFLOP/s, peak."""
+    """ms/step per contender, per-round median ratios to the hand-written loop and PyTorch,
+    GFLOP/s and the fraction of the matmul peak."""
     lines = ["| case | contender | ms/step | vs hand-written | vs torch eager | GFLOP/s | "
              "% of matmul peak |", "|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
-        contenders = [k for k in row if k.startswith(("portgd-", "numpy-hand", "cupy-hand",
-                                                      "torch-eager-"))]
-        for name in contenders:
-            ms = row[name]
-            gpu_side = "@cuda" in name or name.startswith("cupy") or name.endswith("cuda")
-            hand = row.get("cupy-hand" if gpu_side else "numpy-hand")
-            torch_ref = row.get("torch-eager-cuda" if gpu_side else "torch-eager-cpu")
-            peak = row.get("cupy-peak-gflops" if gpu_side else "numpy-peak-gflops")
+        for name, ms in row["ms_per_step"].items():
+            ratios = row["ratios"][name]
+            peak = row.get("cupy-peak-gflops" if _gpu_side(name) else "numpy-peak-gflops")
             gflops = row["gflop_per_step"] / (ms / 1e3)
-            cells = [
-                row["case"], name, f"{ms:.3f}",
-                f"{ms / hand:.2f}x" if hand else "-",
-                f"{ms / torch_ref:.2f}x" if torch_ref else "-",
-                f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-",
-            ]
+            cells = [row["case"], name, f"{ms:.3f}"]
+            cells += [f"{ratios[ref]:.3f}x" if ref in ratios else "-" for ref in _references(name)]
+            cells += [f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-"]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -8,9 +8,13 @@ floating-point operations in the same order as the generic rules in ``portgd.opt
 their results are bit-identical (tests/test_fast_paths.py checks it).
 
 Optimizer fast paths are registered under ``"<name>:inplace"``: the optimizer uses them only
-from ``Optimizer.update(model)``, where the model owns its parameter arrays; the functional
-``Optimizer.step`` stays pure. Signature: ``(param, grad, state, hp, step, *, xp) ->
-(param, state)``, mutating ``param`` and the arrays of ``state``.
+where the model owns its parameter arrays (``Optimizer.update(model)`` and the layer-by-layer
+step of ``fit``); the functional ``Optimizer.step`` stays pure. Signature: ``(param, grad,
+state, hp, step, *, xp, grad_is_scratch=False) -> (param, state)``, mutating ``param`` and the
+arrays of ``state``. ``grad_is_scratch=True`` says the caller no longer needs ``grad`` (fit
+releases each gradient once applied), so the rule may keep its intermediates there instead of
+in a scratch buffer, as a hand-written loop would; only SGD can use that (the other rules need
+the gradient and one more buffer at the same time).
 """
 
 from __future__ import annotations
@@ -45,9 +49,18 @@ def _decayed(param: np.ndarray, grad: np.ndarray, weight_decay: float) -> np.nda
     return grad + weight_decay * param if weight_decay != 0.0 else grad
 
 
-def sgd_inplace(param, grad, state, hp, step, *, xp):
+def _spare(g: np.ndarray, grad: np.ndarray, grad_is_scratch: bool) -> np.ndarray | None:
+    """``g`` if it may hold intermediates (the caller gave ``grad`` up, or weight decay made
+    ``g`` a new array), else None."""
+    return g if grad_is_scratch or g is not grad else None
+
+
+def sgd_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     g = _decayed(param, grad, hp["weight_decay"])
-    s = _scratch(param)
+    # Nesterov reads g after the momentum update, so it cannot hold the intermediates then
+    s = None if hp["nesterov"] else _spare(g, grad, grad_is_scratch)
+    if s is None:
+        s = _scratch(param)
     momentum = hp["momentum"]
     if momentum == 0.0:
         np.multiply(g, hp["lr"], out=s)
@@ -70,7 +83,7 @@ def sgd_inplace(param, grad, state, hp, step, *, xp):
     return param, {"momentum_buffer": buf}
 
 
-def adagrad_inplace(param, grad, state, hp, step, *, xp):
+def adagrad_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     g = _decayed(param, grad, hp["weight_decay"])
     rate = hp["lr"] / (1 + (step - 1) * hp["lr_decay"])
     total = state["sum"]
@@ -85,7 +98,7 @@ def adagrad_inplace(param, grad, state, hp, step, *, xp):
     return param, {"sum": total}
 
 
-def rmsprop_inplace(param, grad, state, hp, step, *, xp):
+def rmsprop_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     g = _decayed(param, grad, hp["weight_decay"])
     alpha = hp["alpha"]
     s = _scratch(param)
@@ -120,7 +133,7 @@ def rmsprop_inplace(param, grad, state, hp, step, *, xp):
     return param, new_state
 
 
-def adam_inplace(param, grad, state, hp, step, *, xp):
+def adam_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     lr = hp["lr"]
     beta1, beta2 = hp["betas"]
     g = grad

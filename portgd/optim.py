@@ -41,6 +41,7 @@ step counter, and global-norm clipping scales on the device.
 
 from __future__ import annotations
 
+import functools
 import inspect
 import math
 from collections.abc import Callable, Mapping
@@ -561,11 +562,19 @@ class Optimizer:
         self.step_count += 1
         return new_params
 
-    def _rule(self, backend: Backend, in_place: bool) -> tuple[UpdateFn, dict[str, Any]]:
-        """This step's update function (a backend fast path or the generic rule) and ``hp``."""
+    def _rule(
+        self, backend: Backend, in_place: bool, grad_is_scratch: bool = False
+    ) -> tuple[UpdateFn, dict[str, Any]]:
+        """This step's update function (a backend fast path or the generic rule) and ``hp``.
+
+        ``in_place`` allows the backend's ``"<name>:inplace"`` path; ``grad_is_scratch``
+        tells it that the gradients are released after the update (see numpy_fast).
+        """
         update = backend.op(self.name, type(self).update_rule)
-        if in_place:
-            update = backend.op(f"{self.name}:inplace", update)
+        in_place_update = backend.fast.get(f"{self.name}:inplace") if in_place else None
+        if in_place_update is not None:
+            update = (functools.partial(in_place_update, grad_is_scratch=True)
+                      if grad_is_scratch else in_place_update)
         return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
 
     def _updated(
@@ -813,7 +822,8 @@ class LayerwiseStep:
         self.backend = backend
         self.layerwise = optimizer.clip_norm is None
         if self.layerwise:
-            self._update, self._hp = optimizer._rule(backend, in_place=True)
+            self._update, self._hp = optimizer._rule(backend, in_place=True,
+                                                     grad_is_scratch=True)
 
     def __call__(self, layer: Any) -> None:
         """Update ``layer``'s parameters from the gradients its backward just stored."""

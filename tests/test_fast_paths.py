@@ -53,6 +53,35 @@ def test_in_place_optimizer_matches_generic_bit_for_bit(name, kwargs, dtype):
             np.testing.assert_array_equal(fast_opt.state[key][state_key], value)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("name,kwargs", CONFIGS)
+def test_in_place_rule_given_the_gradient_as_scratch_matches_generic(name, kwargs, dtype):
+    """fit's layer-by-layer step lets the in-place rules overwrite the released gradient."""
+    backend = portgd.get_backend("numpy")
+    opt = optim.make_optimizer(name, lr=0.05, **kwargs)
+    fast, hp = opt._rule(backend, in_place=True, grad_is_scratch=True)
+    generic = type(opt).update_rule
+    rng = np.random.default_rng(0)
+    fast_param = rng.normal(size=(7, 5)).astype(dtype)
+    param = fast_param.copy()
+    fast_state = opt.init_state(param, np, "cpu")
+    state = opt.init_state(param, np, "cpu")
+    overwritten = []
+    for step in range(1, 7):
+        grad = rng.normal(size=(7, 5)).astype(dtype)
+        given = grad.copy()
+        fast_param, fast_state = fast(fast_param, given, fast_state, hp, step, xp=np)
+        param, state = generic(param, grad, state, hp, step, xp=np)
+        np.testing.assert_array_equal(fast_param, param)
+        for key, value in state.items():
+            np.testing.assert_array_equal(fast_state[key], value)
+        overwritten.append(not np.array_equal(given, grad))
+    # plain and momentum SGD keep their intermediates in the gradient (with weight decay, in
+    # the decayed copy g + wd * p); Nesterov and the other rules need g and a second buffer
+    uses_gradient = name == "sgd" and not kwargs.get("nesterov") and not kwargs.get("weight_decay")
+    assert all(overwritten) == uses_gradient and any(overwritten) == uses_gradient
+
+
 def test_step_stays_pure_on_numpy():
     params = {"w": np.ones(3)}
     grads = {"w": np.full(3, 0.5)}

@@ -10,11 +10,11 @@ their results are bit-identical (tests/test_fast_paths.py checks it).
 Optimizer fast paths are registered under ``"<name>:inplace"``: the optimizer uses them only
 where the model owns its parameter arrays (``Optimizer.update(model)`` and the layer-by-layer
 step of ``fit``); the functional ``Optimizer.step`` stays pure. Signature: ``(param, grad,
-state, hp, step, *, xp, grad_is_scratch=False) -> (param, state)``, mutating ``param`` and the
-arrays of ``state``. ``grad_is_scratch=True`` says the caller no longer needs ``grad`` (fit
-releases each gradient once applied), so the rule may keep its intermediates there instead of
-in a scratch buffer, as a hand-written loop would; only SGD can use that (the other rules need
-the gradient and one more buffer at the same time).
+state, hp, step, *, xp) -> (param, state)``, mutating ``param`` and the arrays of ``state``.
+A rule may also take ``may_overwrite_grad=False``: ``fit`` passes True because it releases
+each gradient once applied, so the rule may keep its intermediates there instead of in a
+scratch buffer, as a hand-written loop would. Only SGD takes it: the other rules need the
+gradient and a second buffer at the same time.
 """
 
 from __future__ import annotations
@@ -49,16 +49,16 @@ def _decayed(param: np.ndarray, grad: np.ndarray, weight_decay: float) -> np.nda
     return grad + weight_decay * param if weight_decay != 0.0 else grad
 
 
-def _spare(g: np.ndarray, grad: np.ndarray, grad_is_scratch: bool) -> np.ndarray | None:
-    """``g`` if it may hold intermediates (the caller gave ``grad`` up, or weight decay made
+def _overwritable(g: np.ndarray, grad: np.ndarray, may_overwrite_grad: bool) -> np.ndarray | None:
+    """``g`` if the rule may write into it (the caller gave ``grad`` up, or weight decay made
     ``g`` a new array), else None."""
-    return g if grad_is_scratch or g is not grad else None
+    return g if may_overwrite_grad or g is not grad else None
 
 
-def sgd_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
+def sgd_inplace(param, grad, state, hp, step, *, xp, may_overwrite_grad=False):
     g = _decayed(param, grad, hp["weight_decay"])
-    # Nesterov reads g after the momentum update, so it cannot hold the intermediates then
-    s = None if hp["nesterov"] else _spare(g, grad, grad_is_scratch)
+    # Nesterov reads g after the momentum update, so g cannot hold the intermediates there
+    s = None if hp["nesterov"] else _overwritable(g, grad, may_overwrite_grad)
     if s is None:
         s = _scratch(param)
     momentum = hp["momentum"]
@@ -83,7 +83,7 @@ def sgd_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     return param, {"momentum_buffer": buf}
 
 
-def adagrad_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
+def adagrad_inplace(param, grad, state, hp, step, *, xp):
     g = _decayed(param, grad, hp["weight_decay"])
     rate = hp["lr"] / (1 + (step - 1) * hp["lr_decay"])
     total = state["sum"]
@@ -98,7 +98,7 @@ def adagrad_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     return param, {"sum": total}
 
 
-def rmsprop_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
+def rmsprop_inplace(param, grad, state, hp, step, *, xp):
     g = _decayed(param, grad, hp["weight_decay"])
     alpha = hp["alpha"]
     s = _scratch(param)
@@ -133,7 +133,7 @@ def rmsprop_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
     return param, new_state
 
 
-def adam_inplace(param, grad, state, hp, step, *, xp, grad_is_scratch=False):
+def adam_inplace(param, grad, state, hp, step, *, xp):
     lr = hp["lr"]
     beta1, beta2 = hp["betas"]
     g = grad

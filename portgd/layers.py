@@ -2,8 +2,10 @@
 
 Every layer follows one protocol. ``forward(x)`` computes the output and keeps what the
 backward pass needs; ``backward(dout)`` takes ``dL/dout``, stores the gradients of the
-layer's own parameters in ``grads`` and returns ``dL/dx``. Only optimizers change
-parameters. Inputs are batches shaped ``(N, features)``.
+layer's own parameters in ``grads`` and returns ``dL/dx``. The stored gradients are new
+arrays the layer neither keeps nor returns: ``fit`` applies them right after the layer's
+backward and may overwrite them in place. Only optimizers change parameters. Inputs are
+batches shaped ``(N, features)``.
 
 A layer gets its array namespace ``xp`` once, when a model builds it on a backend.
 """

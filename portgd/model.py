@@ -16,6 +16,11 @@ if TYPE_CHECKING:
     from .training import History
 
 
+def param_name(index: int, name: str) -> str:
+    """A model-level parameter name: ``"<layer index>.<name>"``, e.g. ``"0.weight"``."""
+    return f"{index}.{name}"
+
+
 def mlp(
     in_features: int,
     hidden: Iterable[int],
@@ -144,7 +149,7 @@ class Sequential:
     def _by_name(self, attribute: str) -> dict[str, Any]:
         """Every layer's ``params`` or ``grads`` dict merged, keyed ``"<index>.<name>"``."""
         return {
-            f"{i}.{name}": value
+            param_name(i, name): value
             for i, layer in enumerate(self.layers)
             for name, value in getattr(layer, attribute).items()
         }
@@ -158,7 +163,7 @@ class Sequential:
     def params(self, new: Mapping[str, Any]) -> None:
         for i, layer in enumerate(self.layers):
             if layer.params:
-                layer.params = {name: new[f"{i}.{name}"] for name in layer.params}
+                layer.params = {name: new[param_name(i, name)] for name in layer.params}
 
     @property
     def grads(self) -> dict[str, Any]:
@@ -233,28 +238,26 @@ class Sequential:
         self,
         dout: Any,
         start: int | None = None,
-        after_layer: Callable[[Layer], None] | None = None,
+        after_layer: Callable[[int, Layer], None] | None = None,
     ) -> None:
         """Backpropagate ``dL/d(output of layer start)`` (default: the last layer).
 
         Stores every parameter gradient. The first layer's input gradient is not needed
-        and not computed. ``after_layer(layer)``, if given, is called right after each
-        layer's backward (an optimizer's LayerwiseStep updates the layer there).
+        and not computed. ``after_layer(index, layer)``, if given, is called right after
+        each layer's backward, with the layer's position in ``layers`` (an optimizer's
+        LayerwiseStep updates the layer there).
         """
         last = len(self.layers) - 1 if start is None else start
-        for layer in reversed(self.layers[1 : last + 1]):
-            dout = layer.backward(dout)
+        for index in range(last, -1, -1):
+            layer = self.layers[index]
+            if index > 0:
+                dout = layer.backward(dout)
+            elif isinstance(layer, Dense):
+                layer.backward(dout, need_input_grad=False)
+            else:
+                layer.backward(dout)
             if after_layer is not None:
-                after_layer(layer)
-        if last < 0:
-            return  # the fused loss already gave the gradient of the model's input
-        first = self.layers[0]
-        if isinstance(first, Dense):
-            first.backward(dout, need_input_grad=False)
-        else:
-            first.backward(dout)
-        if after_layer is not None:
-            after_layer(first)
+                after_layer(index, layer)
 
     def _fused_activation(self, loss: Loss) -> Layer | None:
         """The last layer if ``loss`` fuses with it (Sigmoid + BCE, Softmax + CE), else None."""
@@ -273,7 +276,7 @@ class Sequential:
         yhat: Any,
         y: Any,
         loss: Loss,
-        after_layer: Callable[[Layer], None] | None = None,
+        after_layer: Callable[[int, Layer], None] | None = None,
     ) -> Any:
         """Compute ``loss`` on the last forward's output, backpropagate, return the loss.
 

@@ -44,7 +44,7 @@ from __future__ import annotations
 import functools
 import inspect
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ._checks import check_real
@@ -56,6 +56,7 @@ from .errors import (
     PortgdError,
     ShapeError,
 )
+from .model import param_name
 from .schedules import Schedule, schedule_from_config
 
 if TYPE_CHECKING:
@@ -331,6 +332,16 @@ def clip_by_global_norm(
 # -- optimizers ------------------------------------------------------------------------
 
 
+@functools.cache
+def _takes_keyword(function: Callable[..., Any], keyword: str) -> bool:
+    """Whether ``function`` accepts ``keyword`` (a backend's rule need not take every option)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.name == keyword or p.kind is p.VAR_KEYWORD for p in parameters)
+
+
 def _check_lr(owner: str, lr: Any) -> float | Callable[[int], float]:
     if isinstance(lr, Mapping):
         return schedule_from_config(lr)
@@ -495,13 +506,17 @@ class Optimizer:
         model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
 
     def begin_step(self, model: Any) -> LayerwiseStep:
-        """Start a step that updates each layer during the backward pass; see LayerwiseStep."""
+        """Start a step that updates each layer during the backward pass; see LayerwiseStep.
+
+        Call it with the model's device current, as ``fit`` does (``with
+        model.backend.activate():``); loaded state is checked against every parameter here,
+        so a checkpoint of another model fails before any layer changes.
+        """
         self._bind(model)
         backend = self._backend if self._backend is not None else self._resolve(model.params)
-        if self._unchecked:  # a mismatched checkpoint fails before any layer changes
-            for name, p in model.params.items():
-                if name in self._unchecked:
-                    self._checked_loaded(name, p, self.state[name], backend.xp)
+        if self._unchecked:
+            params = model.params
+            self._check_loaded(params, params, backend.xp)
         return LayerwiseStep(self, model, backend)
 
     def _bind(self, model: Any) -> None:
@@ -555,6 +570,8 @@ class Optimizer:
     ) -> dict[str, Array]:
         if not trusted:
             self._check_arrays(backend, params, present)
+        if self._unchecked:
+            self._check_loaded(params, present, backend.xp)
         update, hp = self._rule(backend, in_place)
         updated, new_state = self._updated(params, present, backend, update, hp)
         new_params.update(updated)
@@ -563,18 +580,20 @@ class Optimizer:
         return new_params
 
     def _rule(
-        self, backend: Backend, in_place: bool, grad_is_scratch: bool = False
+        self, backend: Backend, in_place: bool, may_overwrite_grad: bool = False
     ) -> tuple[UpdateFn, dict[str, Any]]:
         """This step's update function (a backend fast path or the generic rule) and ``hp``.
 
-        ``in_place`` allows the backend's ``"<name>:inplace"`` path; ``grad_is_scratch``
-        tells it that the gradients are released after the update (see numpy_fast).
+        ``in_place`` allows the backend's ``"<name>:inplace"`` rule; ``may_overwrite_grad``
+        is passed on to it (if it takes that keyword) when the gradients are released after
+        the update, so it may keep intermediates in them.
         """
         update = backend.op(self.name, type(self).update_rule)
         in_place_update = backend.fast.get(f"{self.name}:inplace") if in_place else None
         if in_place_update is not None:
-            update = (functools.partial(in_place_update, grad_is_scratch=True)
-                      if grad_is_scratch else in_place_update)
+            update = in_place_update
+            if may_overwrite_grad and _takes_keyword(update, "may_overwrite_grad"):
+                update = functools.partial(update, may_overwrite_grad=True)
         return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
 
     def _updated(
@@ -603,8 +622,6 @@ class Optimizer:
         state = self.state.get(name)
         if state is None:
             state = self.init_state(p, backend.xp, backend.device)
-        elif name in self._unchecked:
-            state = self._checked_loaded(name, p, state, backend.xp)
         return update(p, g, state, hp, self.param_steps.get(name, 0) + 1, xp=backend.xp)
 
     def _commit(self, new_state: Mapping[str, dict[str, Array]]) -> None:
@@ -673,21 +690,23 @@ class Optimizer:
         self._adopt(get_backend(backend, device))
         return self
 
-    def _checked_loaded(
-        self, name: str, p: Array, state: dict[str, Array], xp: Any
-    ) -> dict[str, Array]:
-        """Loaded state checked against the parameter it first meets and cast to its dtype."""
-        for key, value in state.items():
-            if tuple(value.shape) != tuple(p.shape):
-                raise CheckpointError(
-                    f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
-                    f"{tuple(value.shape)} but parameter {name!r} has shape "
-                    f"{tuple(p.shape)}; the state dict belongs to another model"
-                )
-        state = {k: v if v.dtype == p.dtype else xp.astype(v, p.dtype) for k, v in state.items()}
-        self.state[name] = state
-        self._unchecked.discard(name)
-        return state
+    def _check_loaded(self, params: Params, names: Iterable[str], xp: Any) -> None:
+        """Check loaded state of the parameters ``names`` against them; cast it to their
+        dtype. Runs before any parameter changes."""
+        for name in [name for name in names if name in self._unchecked]:
+            p = params[name]
+            state = self.state[name]
+            for key, value in state.items():
+                if tuple(value.shape) != tuple(p.shape):
+                    raise CheckpointError(
+                        f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
+                        f"{tuple(value.shape)} but parameter {name!r} has shape "
+                        f"{tuple(p.shape)}; the state dict belongs to another model"
+                    )
+            self.state[name] = {
+                k: v if v.dtype == p.dtype else xp.astype(v, p.dtype) for k, v in state.items()
+            }
+            self._unchecked.discard(name)
 
     # -- checkpoints ------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
@@ -803,17 +822,22 @@ class LayerwiseStep:
         model.loss_and_backward(yhat, y, loss, after_layer=step)
         step.finish()
 
-    ``model.backward`` calls ``step(layer)`` right after ``layer.backward``, which has
+    ``model.backward`` calls ``step(index, layer)`` right after ``layer.backward``, which has
     already used the layer's current weights for the gradient it passes down, so updating
     them then gives the same numbers, bit for bit, as ``optimizer.update(model)`` after the
-    whole backward pass. Each gradient is used while it is still in cache and released at
-    once (``model.grads`` is empty afterwards, as after ``model.zero_grad()``), the way a
-    hand-written loop updates each layer as it goes.
+    whole backward pass. Each layer's gradients are released once applied (``model.grads``
+    is empty afterwards, as after ``model.zero_grad()``), so a step never holds all of them,
+    and a backend's in-place rule may keep its intermediates in them
+    (``may_overwrite_grad``), as a hand-written loop does.
 
     Clipping by global norm needs every gradient before the first update: then nothing
     happens per layer, and :meth:`finish` runs ``optimizer.update(model)`` and releases
-    the gradients. A step that raises part-way (a failing layer) leaves the layers already
-    updated as they are.
+    the gradients.
+
+    If the backward pass raises part-way (or is interrupted), the layers above the failure
+    have taken the step and those below have not. Each parameter's update count
+    (``param_steps``, which Adam's bias correction reads) stays exact; ``step_count`` (which
+    schedules read) advances only in :meth:`finish`.
     """
 
     def __init__(self, optimizer: Optimizer, model: Any, backend: Backend) -> None:
@@ -821,20 +845,23 @@ class LayerwiseStep:
         self.model = model
         self.backend = backend
         self.layerwise = optimizer.clip_norm is None
+        self.finished = False
         if self.layerwise:
             self._update, self._hp = optimizer._rule(backend, in_place=True,
-                                                     grad_is_scratch=True)
+                                                     may_overwrite_grad=True)
 
-    def __call__(self, layer: Any) -> None:
-        """Update ``layer``'s parameters from the gradients its backward just stored."""
+    def __call__(self, index: int, layer: Any) -> None:
+        """Update the parameters of ``layer`` (``model.layers[index]``) from the gradients
+        its backward just stored, and release those."""
+        if self.finished:
+            self._already_finished()
         if not self.layerwise or not layer.grads:
             return
         optimizer, backend, params = self.optimizer, self.backend, layer.params
         grads = {key: g for key, g in layer.grads.items() if g is not None}
-        prefix = f"{layer.index}."
         new_state = {}
-        for key, g in optimizer._prepare_grads(grads, backend.xp).items():
-            name = prefix + key
+        for key, g in optimizer._prepare_grads(grads, backend.xp).items():  # as _updated
+            name = param_name(index, key)
             params[key], new_state[name] = optimizer._update_one(
                 name, params[key], g, backend, self._update, self._hp
             )
@@ -843,11 +870,21 @@ class LayerwiseStep:
 
     def finish(self) -> None:
         """End the step: count it (or, with global-norm clipping, apply it now)."""
+        if self.finished:
+            self._already_finished()
+        self.finished = True
         if self.layerwise:
             self.optimizer.step_count += 1
         else:
             self.optimizer.update(self.model)
             self.model.zero_grad()
+
+    @staticmethod
+    def _already_finished() -> None:
+        raise InputError(
+            "this optimizer step has already finished; start the next one with "
+            "optimizer.begin_step(model)"
+        )
 
 
 def _counter(owner: str, what: str, value: Any) -> int:

@@ -174,7 +174,9 @@ def fit(
     Each step is forward, loss and backward, with each layer's parameters updated as soon
     as the backward pass has their gradients (:class:`portgd.optim.LayerwiseStep`; the
     numbers are those of ``optimizer.update(model)`` after the whole backward pass). The
-    gradients are released as they are used: ``model.grads`` is empty after ``fit``.
+    gradients are released as they are used: ``model.grads`` is empty after ``fit``. If a
+    step is interrupted part-way through the backward pass, the layers above that point
+    have taken it and those below have not.
 
     Args:
         x: ``(N, in_features)`` host data or arrays of the model's backend and device.

@@ -59,7 +59,7 @@ def test_in_place_rule_given_the_gradient_as_scratch_matches_generic(name, kwarg
     """fit's layer-by-layer step lets the in-place rules overwrite the released gradient."""
     backend = portgd.get_backend("numpy")
     opt = optim.make_optimizer(name, lr=0.05, **kwargs)
-    fast, hp = opt._rule(backend, in_place=True, grad_is_scratch=True)
+    fast, hp = opt._rule(backend, in_place=True, may_overwrite_grad=True)
     generic = type(opt).update_rule
     rng = np.random.default_rng(0)
     fast_param = rng.normal(size=(7, 5)).astype(dtype)

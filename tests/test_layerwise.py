@@ -34,6 +34,14 @@ def _model(backend, dtype="float64"):
     return portgd.mlp(5, [7, 6], 3, output="softmax", seed=3, dtype=dtype, backend=backend)
 
 
+def _tanh_first(backend, dtype="float64"):
+    """A model whose first layer has no parameters (its backward still runs)."""
+    from portgd.layers import Dense, ReLU, Softmax, Tanh
+
+    return portgd.Sequential([Tanh(), Dense(5, 7), ReLU(), Dense(7, 3), Softmax()], seed=3,
+                             dtype=dtype, backend=backend)
+
+
 def _batches(steps=5, n=8):
     rng = np.random.default_rng(1)
     return [(rng.normal(size=(n, 5)), rng.integers(0, 3, n)) for _ in range(steps)]
@@ -43,26 +51,8 @@ def _targets(model, labels):
     return portgd.losses.one_hot(model.xp, model.backend.asarray(labels), 3, model.dtype)
 
 
-@pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{sorted(k)}" for n, k in CONFIGS])
-def test_layerwise_step_equals_update_after_backward(backend, name, kwargs):
-    float64_or_skip(backend)
-    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
-    plain, layerwise = _model(backend), _model(backend)
-    plain_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
-    layer_opt = optim.make_optimizer(name, lr=0.05, **kwargs)
-    with backend.activate():
-        for x, labels in _batches():
-            xb = plain.input(x)
-            y = _targets(plain, labels)
-            plain.loss_and_backward(plain.forward(xb), y, loss)
-            plain_opt.update(plain)
-            assert plain.grads  # update(model) leaves the gradients in place
-
-            step = layer_opt.begin_step(layerwise)
-            layerwise.loss_and_backward(layerwise.forward(xb), y, loss, after_layer=step)
-            step.finish()
-            assert layerwise.grads == {}  # released as they were used
-    assert layer_opt.step_count == plain_opt.step_count == 5
+def _assert_same_training_state(plain, layerwise, plain_opt, layer_opt):
+    assert layer_opt.step_count == plain_opt.step_count
     assert layer_opt.param_steps == plain_opt.param_steps
     for key, value in plain.state_dict().items():
         np.testing.assert_array_equal(layerwise.state_dict()[key], value, err_msg=key)
@@ -74,13 +64,133 @@ def test_layerwise_step_equals_update_after_backward(backend, name, kwargs):
             np.testing.assert_array_equal(got[key][state_key], value)
 
 
+def _train_both(backend, build, plain_opt, layer_opt, steps=5):
+    """The same batches through update(model) and through the layerwise step."""
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    plain, layerwise = build(backend), build(backend)
+    start = layer_opt.step_count
+    with backend.activate():
+        for x, labels in _batches(steps):
+            xb = plain.input(x)
+            y = _targets(plain, labels)
+            plain.loss_and_backward(plain.forward(xb), y, loss)
+            kept = {k: plain.backend.to_numpy(g) for k, g in plain.grads.items()}
+            plain_opt.update(plain)
+            for k, g in plain.grads.items():  # update(model) leaves the gradients intact
+                np.testing.assert_array_equal(plain.backend.to_numpy(g), kept[k])
+
+            step = layer_opt.begin_step(layerwise)
+            layerwise.loss_and_backward(layerwise.forward(xb), y, loss, after_layer=step)
+            step.finish()
+            assert layerwise.grads == {}  # released as they were used
+    assert layer_opt.step_count == start + steps
+    _assert_same_training_state(plain, layerwise, plain_opt, layer_opt)
+
+
+@pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{sorted(k)}" for n, k in CONFIGS])
+def test_layerwise_step_equals_update_after_backward(backend, name, kwargs):
+    float64_or_skip(backend)
+    _train_both(backend, _model, optim.make_optimizer(name, lr=0.05, **kwargs),
+                optim.make_optimizer(name, lr=0.05, **kwargs))
+
+
+def test_layerwise_step_with_a_schedule_and_a_parameter_free_first_layer(numpy_backend):
+    from portgd.schedules import StepDecay
+
+    def make():
+        return optim.SGD(lr=StepDecay(0.1, step_size=2, gamma=0.5), momentum=0.9)
+
+    _train_both(numpy_backend, _tanh_first, make(), make())
+
+
+def test_layerwise_step_with_loaded_state_matches_update(numpy_backend):
+    source = optim.Adam(lr=0.01, amsgrad=True)
+    _train_both(numpy_backend, _model, source, optim.Adam(lr=0.01, amsgrad=True), steps=2)
+    plain_opt, layer_opt = optim.Adam(lr=0.5), optim.Adam(lr=0.5)
+    plain_opt.load_state_dict(source.state_dict())
+    layer_opt.load_state_dict(source.state_dict())
+    _train_both(numpy_backend, _model, plain_opt, layer_opt, steps=3)
+    assert layer_opt.param_steps["0.weight"] == 5
+
+
+def test_a_model_without_parameters_to_update_still_counts_the_step():
+    model = portgd.Sequential([portgd.layers.Softmax()], backend="numpy")  # fused CE: start=-1
+    opt = optim.SGD(lr=0.1)
+    step = opt.begin_step(model)
+    seen = []
+    model.loss_and_backward(model.forward(model.input(np.ones((2, 3)))),
+                            model.input(np.eye(3)[:2]),
+                            portgd.losses.CategoricalCrossEntropy(from_logits=False),
+                            after_layer=lambda *args: seen.append(args))
+    step.finish()
+    assert seen == [] and opt.step_count == 1 and opt.state == {}
+
+
+def test_finish_twice_or_a_layer_after_finish_is_an_error():
+    model = _model("numpy")
+    step = optim.SGD(lr=0.1).begin_step(model)
+    step.finish()
+    with pytest.raises(portgd.InputError, match="already finished"):
+        step.finish()
+    with pytest.raises(portgd.InputError, match="begin_step"):
+        step(0, model.layers[0])
+
+
+def test_an_interrupted_backward_leaves_exact_per_parameter_counts():
+    class Boom(portgd.layers.Layer):
+        def backward(self, dout):
+            raise KeyboardInterrupt
+
+    model = portgd.Sequential([portgd.layers.Dense(4, 3), Boom(), portgd.layers.Dense(3, 2)],
+                              backend="numpy", dtype="float64")
+    before = model.state_dict()
+    opt = optim.Adam(lr=0.1)
+    step = opt.begin_step(model)
+    x = model.input(np.ones((2, 4)))
+    with pytest.raises(KeyboardInterrupt):
+        model.loss_and_backward(model.forward(x), model.input(np.zeros((2, 2))),
+                                portgd.losses.MSE(), after_layer=step)
+    after = model.state_dict()
+    assert not np.array_equal(after["2.weight"], before["2.weight"])  # above: stepped
+    np.testing.assert_array_equal(after["0.weight"], before["0.weight"])  # below: not
+    assert opt.param_steps == {"2.weight": 1, "2.bias": 1} and opt.step_count == 0
+
+
+def test_parameter_names_follow_positions_in_layers():
+    """Optimizer state is keyed like model.params even if layers move after construction."""
+    model = _model("numpy")
+    model.layers.insert(0, portgd.layers.Identity())
+    x, labels = _batches(1)[0]
+    opt = optim.Adam(lr=0.01)
+    model.fit(x, labels, loss=portgd.losses.CategoricalCrossEntropy(from_logits=False),
+              optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    assert set(opt.state) == set(model.params) == {"1.weight", "1.bias", "3.weight", "3.bias",
+                                                    "5.weight", "5.bias"}
+
+
+def test_an_in_place_rule_without_the_may_overwrite_grad_keyword_is_called_without_it(
+    numpy_backend, monkeypatch
+):
+    calls = []
+
+    def sgd_inplace(param, grad, state, hp, step, *, xp):  # a backend's older-style rule
+        calls.append(step)
+        return optim.sgd_update(param, grad, state, hp, step, xp=xp)
+
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", sgd_inplace)
+    x, labels = _batches(1)[0]
+    _model("numpy").fit(x, labels, loss=portgd.losses.CategoricalCrossEntropy(from_logits=False),
+                        optimizer=optim.SGD(lr=0.1), epochs=1, batch_size=4, verbose=0)
+    assert calls == [1] * 6 + [2] * 6  # two steps of six parameters
+
+
 def test_after_layer_sees_each_backpropagated_layer_once_in_reverse():
     model = _model("numpy")
     seen = []
     loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
     x, labels = _batches(1)[0]
     model.loss_and_backward(model.forward(model.input(x)), _targets(model, labels), loss,
-                            after_layer=lambda layer: seen.append((layer.index, bool(layer.grads))))
+                            after_layer=lambda i, layer: seen.append((i, bool(layer.grads))))
     # Softmax (index 5) is skipped: the fused loss gives the gradient of its input directly
     assert seen == [(4, True), (3, False), (2, True), (1, False), (0, True)]
 

@@ -12,7 +12,7 @@ For each MLP shape of ``portgd.bench`` (the 4096-wide one only with --large or a
 
 Every contender gets the same number of threads (BLAS/OpenMP, set with threadpoolctl and
 ``torch.set_num_threads``), and TF32 is off on both sides on a GPU. The contenders run in
-rounds, one epoch each per round in rotating order, after one warm-up epoch each (see
+rounds, one epoch each per round in a shuffled order, after one warm-up epoch each (see
 ``interleaved``). The table gives each contender's median epoch time over ``--repeats``
 rounds and the median of its per-round ratios to the hand-written loop and to PyTorch. The
 script also measures the machine's float32 matmul throughput at each case's shapes (the peak
@@ -27,6 +27,7 @@ import argparse
 import itertools
 import json
 import platform
+import random
 import statistics
 import sys
 import time
@@ -73,21 +74,24 @@ def _timed(epoch: Callable[[], None], sync: Callable[[], None]) -> Callable[[], 
     return run
 
 
-def interleaved(contenders: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
+def interleaved(
+    contenders: dict[str, Callable[[], float]], repeats: int, seed: int = 0
+) -> dict[str, list[float]]:
     """Epoch times of every contender, measured in rounds.
 
     One warm-up epoch each, then ``repeats`` rounds in which every contender runs one epoch,
-    the order rotating from round to round. A slow stretch of the machine (another process,
-    frequency changes) then hits all contenders of a round alike, and the per-round ratios
-    between contenders stay meaningful even when absolute times drift.
+    in an order shuffled anew each round (from ``seed``), so that no contender always runs
+    after the same one. A slow stretch of the machine (another process, frequency changes)
+    then hits all contenders of a round alike, and the per-round ratios between contenders
+    stay meaningful even when absolute times drift.
     """
     names = list(contenders)
     for name in names:
         contenders[name]()
+    order = random.Random(seed)
     seconds: dict[str, list[float]] = {name: [] for name in names}
-    for r in range(repeats):
-        shift = r % len(names)
-        for name in names[shift:] + names[:shift]:
+    for _ in range(repeats):
+        for name in order.sample(names, len(names)):
             seconds[name].append(contenders[name]())
     return seconds
 
@@ -295,13 +299,13 @@ def main(argv: list[str] | None = None) -> int:
         x, y = bench.synthetic(case, case.batch_size * args.steps)
         flop = case.flops_per_sample() * x.shape[0]
         row: dict[str, Any] = {"case": case.name, "steps": args.steps}
-        on_cpu = not case.large or args.large
+        cpu_contenders = not case.large or args.large
         contenders: dict[str, Callable[[], float]] = {}
         for backend in backends:
-            if on_cpu or bench.is_gpu(backend):
+            if cpu_contenders or bench.is_gpu(backend):
                 name = f"portgd-{backend.name}@{backend.device_name}"
                 contenders[name] = portgd_epoch(case, backend, x, y)
-        if "numpy" in names and on_cpu:
+        if "numpy" in names and cpu_contenders:
             contenders["numpy-hand"] = _timed(hand_written(case, x, y, np)[0], lambda: None)
         if "cupy" in names:
             import cupy
@@ -311,7 +315,7 @@ def main(argv: list[str] | None = None) -> int:
 
             contenders["cupy-hand"] = _timed(hand_written(case, x, y, cupy)[0], cupy_sync)
         if not args.no_torch:
-            for device in ["cpu"] * on_cpu + ["cuda"] * gpu:
+            for device in ["cpu"] * cpu_contenders + ["cuda"] * gpu:
                 contenders[f"torch-eager-{device}"] = torch_eager(case, x, y, device)
         seconds = interleaved(contenders, args.repeats)
         row["ms_per_step"] = {name: 1e3 * statistics.median(t) / args.steps
@@ -321,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
                    for ref in _references(name) if ref in seconds and ref != name}
             for name, t in seconds.items()
         }
-        if "numpy" in names and on_cpu:
+        if "numpy" in names and cpu_contenders:
             memory = Memory()
             model = bench.build(case, "numpy")
             model.fit(x, y if case.output == "softmax" else y.reshape(-1, 1), loss=case.loss(),

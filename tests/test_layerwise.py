@@ -269,3 +269,44 @@ def test_layerwise_step_holds_one_layers_gradients_at_a_time():
         peaks[layerwise] = _peak_bytes(model, opt, x, y, loss, layerwise)
     gradient = 256 * 256 * 8
     assert peaks[False] - peaks[True] >= gradient, peaks
+
+
+class _UnhashableRule:
+    """A callable rule object that cannot be a cache key (eq without hash)."""
+
+    __hash__ = None
+
+    def __init__(self):
+        self.flags = []
+
+    def __eq__(self, other):
+        return self is other
+
+    def __call__(self, param, grad, state, hp, step, *, xp, may_overwrite_grad=False):
+        self.flags.append(may_overwrite_grad)
+        return optim.sgd_update(param, grad, state, hp, step, xp=xp)
+
+
+def _catch_all_rule(calls):
+    def sgd_inplace(*args, **kwargs):  # passes everything on to the generic rule
+        calls.append(sorted(kwargs))
+        return optim.sgd_update(*args, **kwargs)
+
+    return sgd_inplace
+
+
+def test_the_keyword_goes_only_to_rules_that_name_it(numpy_backend, monkeypatch):
+    x, labels = _batches(1)[0]
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+
+    unhashable = _UnhashableRule()
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", unhashable)
+    _model("numpy").fit(x, labels, loss=loss, optimizer=optim.SGD(lr=0.1), epochs=1,
+                        batch_size=8, verbose=0)
+    assert unhashable.flags == [True] * 6
+
+    calls = []
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", _catch_all_rule(calls))
+    _model("numpy").fit(x, labels, loss=loss, optimizer=optim.SGD(lr=0.1), epochs=1,
+                        batch_size=8, verbose=0)
+    assert calls == [["xp"]] * 6

@@ -13,6 +13,7 @@ and starts backpropagation at ``z`` with the fused gradient ``(yhat - y) / N``.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ._registry import namespace_of
@@ -141,6 +142,8 @@ class _CrossEntropy(Loss):
     activation they fuse with when they take probabilities."""
 
     activation: type[Layer]
+    #: the activation as a function ``(xp, z) -> probabilities``
+    probabilities: Callable[[Any, Any], Any]
 
     def __init__(self, from_logits: bool, reduction: str, eps: float) -> None:
         super().__init__(reduction)
@@ -152,6 +155,20 @@ class _CrossEntropy(Loss):
 
     def config(self) -> dict[str, Any]:
         return {"from_logits": self.from_logits, "reduction": self.reduction, "eps": self.eps}
+
+    def _value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
+        if self.from_logits:
+            value = self._logits_value(xp, yhat, y, scale)
+            return value, (self.probabilities(xp, yhat) - y) * scale if grad else None
+        return self._probability_value_and_grad(xp, yhat, y, scale, grad)
+
+    def _probability_value_and_grad(
+        self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
+    ) -> tuple[Any, Any]:
+        """``(value, dL/dyhat)`` from predicted probabilities; the gradient only if ``grad``."""
+        raise NotImplementedError
 
 
 class BinaryCrossEntropy(_CrossEntropy):
@@ -168,16 +185,14 @@ class BinaryCrossEntropy(_CrossEntropy):
     """
 
     activation = Sigmoid
+    probabilities = staticmethod(sigmoid)
 
     def __init__(self, from_logits: bool = False, reduction: str = "mean", eps: float = 1e-7):
         super().__init__(from_logits, reduction, eps)
 
-    def _value_and_grad(
+    def _probability_value_and_grad(
         self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
     ) -> tuple[Any, Any]:
-        if self.from_logits:
-            value = self._logits_value(xp, yhat, y, scale)
-            return value, (sigmoid(xp, yhat) - y) * scale if grad else None
         p = xp.clip(yhat, self.eps, 1.0 - self.eps)
         q = 1.0 - p
         value = -xp.sum(y * xp.log(p) + (1.0 - y) * xp.log(q)) * scale
@@ -210,6 +225,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
     """
 
     activation = Softmax
+    probabilities = staticmethod(softmax)
 
     def __init__(self, from_logits: bool = True, reduction: str = "mean", eps: float = 1e-7):
         super().__init__(from_logits, reduction, eps)
@@ -222,12 +238,9 @@ class CategoricalCrossEntropy(_CrossEntropy):
             y = one_hot(xp, y, yhat.shape[1], yhat.dtype)
         return super()._targets(xp, yhat, y)
 
-    def _value_and_grad(
+    def _probability_value_and_grad(
         self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool
     ) -> tuple[Any, Any]:
-        if self.from_logits:
-            value = self._logits_value(xp, yhat, y, scale)
-            return value, (softmax(xp, yhat) - y) * scale if grad else None
         p = xp.clip(yhat, self.eps, 1.0)
         return -xp.sum(y * xp.log(p)) * scale, -(y / p) * scale if grad else None
 

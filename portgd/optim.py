@@ -615,26 +615,22 @@ class Optimizer:
         backend: Backend,
         update: UpdateFn,
         hp: Mapping[str, Any],
+        name_of: Callable[[str], str] | None = None,
     ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
-        """New parameters and states for the parameters in ``grads``; commits nothing."""
-        grads = self._prepare_grads(grads, backend.xp)
+        """New parameters for the keys of ``grads`` and their new states, keyed by parameter
+        name (``name_of(key)``; the key itself by default). Commits nothing."""
+        xp = backend.xp
         new_params: dict[str, Array] = {}
         new_state: dict[str, dict[str, Array]] = {}
-        for name, g in grads.items():
-            new_params[name], new_state[name] = self._update_one(
-                name, params[name], g, backend, update, hp
-            )
+        for key, g in self._prepare_grads(grads, xp).items():
+            name = key if name_of is None else name_of(key)
+            p = params[key]
+            state = self.state.get(name)
+            if state is None:
+                state = self.init_state(p, xp, backend.device)
+            step = self.param_steps.get(name, 0) + 1
+            new_params[key], new_state[name] = update(p, g, state, hp, step, xp=xp)
         return new_params, new_state
-
-    def _update_one(
-        self, name: str, p: Array, g: Array, backend: Backend, update: UpdateFn,
-        hp: Mapping[str, Any],
-    ) -> tuple[Array, dict[str, Array]]:  # fmt: skip
-        """One parameter's new value and state from its prepared gradient; commits nothing."""
-        state = self.state.get(name)
-        if state is None:
-            state = self.init_state(p, backend.xp, backend.device)
-        return update(p, g, state, hp, self.param_steps.get(name, 0) + 1, xp=backend.xp)
 
     def _commit(self, new_state: Mapping[str, dict[str, Array]]) -> None:
         self.state.update(new_state)
@@ -869,15 +865,14 @@ class LayerwiseStep:
             self._already_finished()
         if not self.layerwise or not layer.grads:
             return
-        optimizer, backend, params = self.optimizer, self.backend, layer.params
+        optimizer = self.optimizer
         grads = {key: g for key, g in layer.grads.items() if g is not None}
-        new_state = {}
-        for key, g in optimizer._prepare_grads(grads, backend.xp).items():  # as _updated
-            name = param_name(index, key)
-            params[key], new_state[name] = optimizer._update_one(
-                name, params[key], g, backend, self._update, self._hp
-            )
+        new_params, new_state = optimizer._updated(
+            layer.params, grads, self.backend, self._update, self._hp,
+            name_of=functools.partial(param_name, index),
+        )
         optimizer._commit(new_state)
+        layer.params.update(new_params)
         layer.grads = {}
 
     def finish(self) -> None:

@@ -25,6 +25,8 @@ from portgd import datasets
 from portgd.datasets import (
     Dataset,
     Standardizer,
+    _digits,
+    _mnist,
     check_labels,
     digits,
     load,
@@ -153,9 +155,9 @@ def test_digits_bad_classes(classes):
 
 @pytest.fixture
 def fresh_digits_cache():
-    datasets._digits_host.cache_clear()
+    _digits._digits_host.cache_clear()
     yield
-    datasets._digits_host.cache_clear()
+    _digits._digits_host.cache_clear()
 
 
 def test_digits_without_scikit_learn_says_what_to_install(monkeypatch, fresh_digits_cache):
@@ -307,7 +309,7 @@ class FakeMirror:
         for name, payload in self.files.items():
             archive = datasets.Archive(hashlib.sha256(payload).hexdigest(), len(payload))
             monkeypatch.setitem(datasets.MNIST_ARCHIVES, name, archive)
-        monkeypatch.setattr(datasets, "_fetch", self)
+        monkeypatch.setattr(_mnist, "_fetch", self)
 
     def __call__(self, url, *, max_bytes, timeout):
         self.requests.append(url)
@@ -353,7 +355,7 @@ def test_download_with_wrong_checksum_raises_and_writes_nothing(tmp_path, monkey
 
 def test_download_against_the_real_checksums_rejects_other_files(tmp_path, monkeypatch):
     fake = FakeMirror()
-    monkeypatch.setattr(datasets, "_fetch", fake)  # official checksums left in place
+    monkeypatch.setattr(_mnist, "_fetch", fake)  # official checksums left in place
     with pytest.raises(DatasetError, match="expected 440fcabf"):
         mnist(tmp_path, download=True, backend="numpy")
     assert os.listdir(tmp_path) == []
@@ -394,10 +396,10 @@ def test_fetch_streams_and_caps_the_size(monkeypatch):
         return FakeResponse(b"x" * 3000)
 
     monkeypatch.setattr(urllib.request, "urlopen", urlopen)
-    assert datasets._fetch("https://example.test/f.gz", max_bytes=3000, timeout=5.0) == b"x" * 3000
+    assert _mnist._fetch("https://example.test/f.gz", max_bytes=3000, timeout=5.0) == b"x" * 3000
     assert seen == [("https://example.test/f.gz", f"portgd/{portgd.__version__}", 5.0)]
     with pytest.raises(ValueError, match="more than the expected 2999 bytes"):
-        datasets._fetch("https://example.test/f.gz", max_bytes=2999, timeout=5.0)
+        _mnist._fetch("https://example.test/f.gz", max_bytes=2999, timeout=5.0)
 
 
 def test_oversized_download_is_rejected(tmp_path, monkeypatch):

@@ -8,21 +8,42 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, _preflight
 from ._registry import available_backends, get_backend
-from .errors import InputError, PortgdError
+from .callbacks import Callback
+from .errors import InputError, NonFiniteLossError, PortgdError
 
+INTERNAL_ERROR = 1
 USER_ERROR = 2
+DIVERGED = 3
+DIVERGENCE_FACTOR = 10.0
 DEFAULT_DATASET = "digits01"
 DEFAULT_SEED = 0
 DEFAULT_TEST_SIZE = 0.2
 DEFAULT_DTYPE = "float32"
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` once: not for options without a default (None, False) and not
+    where the help text already says what the default is."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
+            return text
+        return super()._get_help_string(action) or text
+
+
+class TrainingDiverged(PortgdError):
+    """The training loss became non-finite or grew far beyond a guess's (exit status 3)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -54,16 +75,6 @@ def _test_size(text: str) -> float | int:
         raise argparse.ArgumentTypeError(
             f"expected a fraction in (0, 1) or a number of samples, got {text!r}")
     return value
-
-
-def _writable(path: str | None, option: str) -> None:
-    """Fail before training, not after, when an output file cannot be written."""
-    if path is None:
-        return
-    if Path(path).is_dir():
-        raise InputError(f"{option} {path} is a folder; give a file name inside it")
-    if not Path(path).resolve().parent.is_dir():
-        raise InputError(f"{option} {path}: the folder {Path(path).parent} does not exist")
 
 
 def _nonnegative(text: str) -> int:
@@ -197,16 +208,83 @@ def _targets_for(loss: str, y: Any, xp: Any) -> Any:
     return y if loss == "ce" else xp.reshape(y, (-1, 1))
 
 
+def _guess_loss(loss: str, data: Any) -> float:
+    """The loss of an uninformed guess: ``log k`` for k classes (uniform probabilities), the
+    mean variance of the targets for MSE (always predicting their mean); at least 1e-3."""
+    if loss in ("bce", "ce"):
+        return math.log(data.num_classes)
+    host = data.backend.to_numpy(data.y)
+    return max(float(host.var(axis=0).mean()) if host.size else 1.0, 1e-3)
+
+
+class _DivergenceGuard(Callback):
+    """Stops training (or, with ``keep_going``, notes it) when the epoch's training loss is
+    NaN, infinite or more than ``DIVERGENCE_FACTOR`` times the loss of a guess."""
+
+    def __init__(self, guess: float, lr: float, keep_going: bool) -> None:
+        self.limit = DIVERGENCE_FACTOR * guess
+        self.guess, self.lr, self.keep_going = guess, lr, keep_going
+        self.message: str | None = None
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
+        value = logs["loss"]
+        if self.message is not None or (math.isfinite(value) and value <= self.limit):
+            return
+        self.message = (
+            f"training diverged in epoch {epoch + 1}: the training loss reached {value:.4g}, "
+            f"more than {DIVERGENCE_FACTOR:g} times the {self.guess:.4g} of an uninformed "
+            f"guess. Lower --lr (it is {self.lr:g}; try {self.lr / 10:g}), "
+            f"or standardise the inputs; --keep-going trains on regardless"
+        )
+        if not self.keep_going:
+            raise TrainingDiverged(self.message)
+
+
+def _dense_widths(model: Any) -> list[int]:
+    from .layers import Dense
+
+    dense = [layer for layer in model.layers if isinstance(layer, Dense)]
+    return [dense[0].in_features, *(layer.out_features for layer in dense)] if dense else []
+
+
+def _check_memory(widths: list[int], args: argparse.Namespace, train: Any, test: Any,
+                  optimizer: str, backend: Any) -> None:
+    estimate = _preflight.training_memory(
+        widths, batch_size=args.batch_size, n_train=train.n_samples, n_eval=test.n_samples,
+        n_targets=widths[-1] if widths else 1, itemsize=8 if args.dtype == "float64" else 4,
+        optimizer=optimizer)
+    _preflight.check_memory(estimate, backend)
+
+
+def _fit_quietly(model: Any, guard: _DivergenceGuard, **options: Any) -> Any:
+    """``model.fit`` with NumPy's overflow warnings kept from the user: divergence is
+    reported by ``guard`` (or fit's NonFiniteLossError) in portgd's words instead."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        try:
+            return model.fit(callbacks=[guard], stop_on_nonfinite=not guard.keep_going,
+                             **options)
+        except NonFiniteLossError as exc:  # the guard normally speaks first
+            raise TrainingDiverged(guard.message or str(exc)) from None
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import optim
     from .checkpoint import load, save
     from .model import mlp
 
-    _writable(args.save, "--save")
-    _writable(args.plot, "--plot")
+    if args.save is not None:
+        _preflight.output_file(args.save, "--save", (".npz",))
+    if args.plot is not None:
+        _preflight.plot_file(args.plot)
     backend = get_backend(args.backend, args.device)
     resumed = load(args.resume, backend=backend) if args.resume else None
     _resolve_data_settings(args, resumed.metadata if resumed else {})
+    if resumed is not None and args.dtype not in (None, resumed.model.dtype_name):
+        raise InputError(
+            f"--dtype {args.dtype} differs from the dtype of the checkpoint {args.resume} "
+            f"({resumed.model.dtype_name}); a resumed model keeps its dtype: leave out --dtype"
+        )
     if args.dtype is None:
         args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
     train, test = _split(args, _load_data(args, backend, args.dtype))
@@ -215,13 +293,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, optimizer, meta = resumed
         _check_fits(model, train, outputs, args.resume, args.dataset)
         first_epoch = int(meta.get("epoch", 0))
+        optimizer_name = type(optimizer).__name__.lower() if optimizer else args.optimizer
+        _check_memory(_dense_widths(model), args, train, test, optimizer_name, backend)
         if optimizer is None:
             optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
     else:
+        _check_memory([train.n_features, *args.hidden, outputs], args, train, test,
+                      args.optimizer, backend)
         model = mlp(train.n_features, args.hidden, outputs, activation=args.activation,
                     output=output, seed=args.seed, dtype=args.dtype, backend=backend)
         optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
         first_epoch = 0
+    if args.batch_size > train.n_samples:
+        raise InputError(f"--batch-size {args.batch_size} is larger than the {train.n_samples} "
+                         f"training samples; use --batch-size {train.n_samples} or less")
     metrics = _metrics(train)
     xp = backend.xp
     if not args.json:
@@ -229,12 +314,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{test.n_samples} test, {train.n_features} features) on {backend.name} "
               f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
               f"optimizer {type(optimizer).__name__} lr={optimizer.lr:g}")
-    history = model.fit(
-        train.X, _targets_for(loss, train.y, xp), loss=_loss_object(loss), optimizer=optimizer,
-        epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
+    guard = _DivergenceGuard(_guess_loss(loss, train), optimizer.lr, args.keep_going)
+    history = _fit_quietly(
+        model, guard,
+        x=train.X, y=_targets_for(loss, train.y, xp), loss=_loss_object(loss),
+        optimizer=optimizer, epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
         batch_size=args.batch_size, metrics=metrics, verbose=0 if args.json or args.quiet else 1,
         validation_data=(test.X, _targets_for(loss, test.y, xp)),
     )
+    if guard.message is not None:
+        print(f"portgd: warning: {guard.message.split('. Lower')[0]}; kept going (--keep-going)",
+              file=sys.stderr)
     # the held-out part is fit's validation data: its last epoch's figures are the final ones
     final = {name[len("val_"):]: values[-1] for name, values in history.history.items()
              if name.startswith("val_")}
@@ -358,7 +448,9 @@ def _where(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--backend", default=None,
                         help="numpy, torch, cupy, array_api_strict, ... (default: "
                              "PORTGD_BACKEND, else numpy)")
-    parser.add_argument("--device", default=None, help="cpu, cuda:0, device1, ...")
+    parser.add_argument("--device", default=None,
+                        help="cpu, cuda:0, device1, ... (default: PORTGD_DEVICE when no "
+                             "--backend is given, else the backend's default device)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -368,7 +460,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"portgd {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = _HelpFormatter
     commands.required = True
 
     backends = commands.add_parser("backends", formatter_class=formatter,
@@ -386,19 +478,23 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--download", action="store_true",
                        help="with mnist:PATH, fetch the MNIST files into PATH if missing "
                             "(checked against their SHA-256)")
-    train.add_argument("--hidden", type=_hidden, default=[64, 32],
+    train.add_argument("--hidden", type=_hidden, default="64,32",
                        help="hidden layer widths, comma-separated ('' for none)")
     train.add_argument("--activation", default="relu",
-                       choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"])
+                       choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
+                       help="between hidden layers")
     train.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
                        help="auto: the --resume checkpoint's, else bce for two classes, ce for "
                             "more, mse for regression")
     train.add_argument("--optimizer", default="adam",
-                       choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
-    train.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+                       choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
+                       help="the update rule")
+    train.add_argument("--lr", type=float, default=1e-3,
+                       help="learning rate (ignored with --resume: the checkpoint's)")
     train.add_argument("--epochs", type=_positive, default=20,
                        help="epochs to train (with --resume: epochs added to the checkpoint's)")
-    train.add_argument("--batch-size", type=_positive, default=32)
+    train.add_argument("--batch-size", type=_positive, default=32,
+                       help="samples per step, at most the number of training samples")
     train.add_argument("--test-size", type=_test_size, default=None,
                        help=f"held-out fraction, also the validation data (default: "
                             f"{DEFAULT_TEST_SIZE}, or the --resume checkpoint's)")
@@ -406,12 +502,17 @@ def build_parser() -> argparse.ArgumentParser:
                        help=f"seeds the weights, the split and the batch order (default: "
                             f"{DEFAULT_SEED}, or the --resume checkpoint's)")
     train.add_argument("--dtype", default=None, choices=["float32", "float64"],
-                       help=f"default: {DEFAULT_DTYPE}, or the --resume checkpoint's")
-    train.add_argument("--save", metavar="PATH", help="write a checkpoint after training")
+                       help=f"of data and parameters (default: {DEFAULT_DTYPE}, or the "
+                            f"--resume checkpoint's, which a resumed model keeps)")
+    train.add_argument("--save", metavar="PATH",
+                       help="write a checkpoint (.npz) after training")
     train.add_argument("--resume", metavar="PATH", help="continue from a checkpoint")
     train.add_argument("--plot", metavar="PNG", help="draw the training curves")
     train.add_argument("--json", action="store_true", help="print a JSON summary only")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    train.add_argument("--keep-going", action="store_true",
+                       help="train on when the loss diverges (exit 0 with a warning) instead "
+                            "of stopping with exit status 3")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", formatter_class=formatter,
@@ -431,7 +532,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help=f"split seed (default: the checkpoint's, else {DEFAULT_SEED})")
     evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
                           help="auto: the checkpoint's, else chosen from the dataset")
-    evaluate.add_argument("--json", action="store_true")
+    evaluate.add_argument("--json", action="store_true", help="print a JSON object")
     evaluate.set_defaults(run=_cmd_evaluate)
 
     bench_cmd = commands.add_parser(
@@ -446,10 +547,12 @@ def build_parser() -> argparse.ArgumentParser:
                            help="also run the 4096-wide case on CPU backends")
     bench_cmd.add_argument("--steps", type=_positive, default=50, help="steps per epoch")
     bench_cmd.add_argument("--repeats", type=_positive, default=5, help="timed epochs")
-    bench_cmd.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    bench_cmd.add_argument("--dtype", default="float32", choices=["float32", "float64"],
+                           help="of data and parameters")
     bench_cmd.add_argument("--optimizer", default="sgd",
-                           choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"])
-    bench_cmd.add_argument("--json", action="store_true")
+                           choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
+                           help="the update rule (learning rate 0.01)")
+    bench_cmd.add_argument("--json", action="store_true", help="print a JSON list")
     bench_cmd.set_defaults(run=_cmd_bench)
 
     solve = commands.add_parser("solve", formatter_class=formatter,
@@ -457,11 +560,13 @@ def build_parser() -> argparse.ArgumentParser:
     _where(solve)
     solve.add_argument("--A", metavar="FILE", help=".npy or CSV matrix (default: worked 3x3)")
     solve.add_argument("--Y", metavar="FILE", help=".npy or CSV right-hand side")
-    solve.add_argument("--lr", type=float, default=0.01)
-    solve.add_argument("--iters", type=_positive, default=10_000)
-    solve.add_argument("--log-every", type=_positive, default=1000)
-    solve.add_argument("--dtype", default="float64", choices=["float32", "float64"])
-    solve.add_argument("--json", action="store_true")
+    solve.add_argument("--lr", type=float, default=0.01, help="step size")
+    solve.add_argument("--iters", type=_positive, default=10_000, help="gradient steps")
+    solve.add_argument("--log-every", type=_positive, default=1000,
+                       help="record the loss every this many iterations")
+    solve.add_argument("--dtype", default="float64", choices=["float32", "float64"],
+                       help="of A, Y and x")
+    solve.add_argument("--json", action="store_true", help="print a JSON object")
     solve.set_defaults(run=_cmd_solve)
     return parser
 
@@ -471,8 +576,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
+    except TrainingDiverged as exc:
+        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
+        return DIVERGED
     except PortgdError as exc:
-        print(f"portgd: error: {exc}", file=sys.stderr)
+        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
+        return USER_ERROR
+    except MemoryError:
+        print("portgd: error: out of memory; use smaller --hidden widths, a smaller "
+              "--batch-size or --dtype float32", file=sys.stderr)
         return USER_ERROR
     except BrokenPipeError:  # the reader went away (portgd backends --json | head)
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
@@ -480,6 +592,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("portgd: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:  # a bug: one line, with the traceback on request
+        if os.environ.get("PORTGD_DEBUG"):
+            raise
+        print(f"portgd: internal error: {type(exc).__name__}: {_one_line(exc)}. This is a bug "
+              f"in portgd; please report it (PORTGD_DEBUG=1 shows the traceback)",
+              file=sys.stderr)
+        return INTERNAL_ERROR
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())
 
 
 if __name__ == "__main__":

@@ -56,6 +56,11 @@ def plot_history(history: History, path: str | Path) -> Path:
         write_atomically(target, lambda h: figure.savefig(h, dpi=100, format=image_format))
     except ValueError as exc:  # an image format matplotlib does not know
         raise InputError(f"cannot write the plot to {target}: {exc}") from None
+    except OSError as exc:  # a read-only or full folder: nothing was written
+        raise InputError(
+            f"cannot write the plot to {target}: {exc.strerror or exc}; choose a folder you "
+            f"can write to"
+        ) from None
     finally:
         plt.close(figure)
     return target

@@ -78,7 +78,7 @@ def test_plot_writes_a_png_and_replaces_atomically(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(matplotlib.figure.Figure, "savefig", broken)
-    with pytest.raises(OSError, match="disk full"):
+    with pytest.raises(portgd.InputError, match=r"cannot write the plot to .*disk full"):
         history.plot(target)
     assert target.read_bytes() == first
     assert [p.name for p in tmp_path.iterdir()] == ["curve.png"]

@@ -62,14 +62,14 @@ __all__ = [
     "ShapeError",
 ]
 
-from . import callbacks, init, layers, losses, metrics, optim, schedules
+from . import callbacks, init, layers, losses, metrics, optim, schedules, training
 from .history import History
 from .linear import LinearSolution, solve_linear
 from .model import Sequential, mlp
 
 __all__ += [
     "History", "LinearSolution", "Sequential", "mlp", "solve_linear",
-    "callbacks", "init", "layers", "losses", "metrics", "optim", "schedules",
+    "callbacks", "init", "layers", "losses", "metrics", "optim", "schedules", "training",
     "Checkpoint", "datasets", "load", "save",
 ]  # fmt: skip
 

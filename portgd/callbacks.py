@@ -149,7 +149,7 @@ class ModelCheckpoint(Callback):
             _monitored(logs, self.tracker.monitor)
         ):
             return
-        from .checkpoint import save
+        from .checkpoint import save  # NumPy (the host format) loads on first use, not at import
 
         target = Path(self.path.format(epoch=epoch + 1, **logs))
         save(target, self.model, self.optimizer, epoch=epoch + 1, logs=logs)

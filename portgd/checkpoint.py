@@ -25,6 +25,7 @@ from . import __version__
 from ._files import write_atomically
 from .errors import BackendError, CheckpointError, PortgdError
 from .model import Sequential
+from .optim import optimizer_from_state_dict
 
 FORMAT = "portgd-checkpoint"
 FORMAT_VERSION = 1
@@ -168,8 +169,6 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
         model.rng.bit_generator.state = header["rng"]
         optimizer = None
         if header.get("optimizer") is not None:
-            from .optim import optimizer_from_state_dict
-
             saved = dict(header["optimizer"])
             saved["state"] = {
                 name: {key: arrays[ref] for key, ref in refs.items()}

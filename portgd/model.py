@@ -5,15 +5,15 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ._registry import get_backend
 from .errors import InputError, ShapeError
-from .layers import Dense, Layer, layer_from_config
+from .layers import ACTIVATIONS, Dense, Layer, layer_from_config
 
 if TYPE_CHECKING:
+    from .history import History
     from .losses import Loss
-    from .training import History
 
 
 def param_name(index: int, name: str) -> str:
@@ -36,8 +36,6 @@ def mlp(
     ``"identity"``). ``init`` defaults to ``he_uniform`` for ReLU-like activations and
     ``glorot_uniform`` otherwise. ``kwargs`` go to :class:`Sequential`.
     """
-    from .layers import ACTIVATIONS
-
     for name in (activation, output):
         if name not in ACTIVATIONS:
             raise InputError(
@@ -314,12 +312,39 @@ class Sequential:
 
     def fit(self, x: Any, y: Any, **kwargs: Any) -> History:
         """Train with mini-batch gradient descent; see :func:`portgd.training.fit`."""
-        from .training import fit
-
-        return fit(self, x, y, **kwargs)
+        return _loop().fit(self, x, y, **kwargs)
 
     def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
         """Loss and metrics on ``(x, y)``; see :func:`portgd.training.evaluate`."""
-        from .training import evaluate
+        return _loop().evaluate(self, x, y, **kwargs)
 
-        return evaluate(self, x, y, **kwargs)
+
+class TrainingLoop(Protocol):
+    """What :meth:`Sequential.fit` and :meth:`Sequential.evaluate` run.
+
+    The training loop sits above the model (it also brings callbacks, checkpoints and
+    distribution; see DESIGN.md, "Which way imports run"), so this module does not import
+    it: :mod:`portgd.training` installs itself with :func:`install_training_loop` when it
+    is imported, which ``import portgd`` does.
+    """
+
+    def fit(self, model: Sequential, x: Any, y: Any, **kwargs: Any) -> History: ...
+
+    def evaluate(self, model: Sequential, x: Any, y: Any, **kwargs: Any) -> dict[str, float]: ...
+
+
+_training_loop: list[TrainingLoop] = []
+
+
+def install_training_loop(loop: TrainingLoop) -> None:
+    """Make ``loop`` the one ``Sequential.fit`` and ``Sequential.evaluate`` call."""
+    _training_loop[:] = [loop]
+
+
+def _loop() -> TrainingLoop:
+    if not _training_loop:
+        raise InputError(
+            "no training loop is installed; import portgd (or portgd.training) before "
+            "calling fit or evaluate"
+        )
+    return _training_loop[0]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import math
+import sys
 import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -21,7 +22,10 @@ from ._checks import positive_int
 from .callbacks import Callback, CallbackList
 from .errors import DatasetError, InputError, NonFiniteLossError, ShapeError
 from .history import History
+from .model import install_training_loop
+from .optim import Optimizer, make_optimizer
 from .progress import EpochProgress
+from .step import TrainingStep
 
 if TYPE_CHECKING:
     from .losses import Loss
@@ -172,7 +176,7 @@ def fit(
     """Train ``model`` on ``(x, y)`` by mini-batch gradient descent; returns a History.
 
     Each step is forward, loss and backward, with each layer's parameters updated as soon
-    as the backward pass has their gradients (:class:`portgd.optim.LayerwiseStep`; the
+    as the backward pass has their gradients (:class:`portgd.step.TrainingStep`; the
     numbers are those of ``optimizer.update(model)`` after the whole backward pass). The
     gradients are released as they are used: ``model.grads`` is empty after ``fit``. If a
     step is interrupted part-way through the backward pass, the layers above that point
@@ -201,8 +205,6 @@ def fit(
             ``initial_epoch`` to ``epochs - 1`` run, and callbacks and the History see
             those numbers.
     """
-    from .optim import Optimizer, make_optimizer
-
     loss = losses_module.get(loss)
     _warn_double_activation(model, loss)
     if not isinstance(optimizer, Optimizer):
@@ -250,9 +252,9 @@ def fit(
             stop = min(start + batch_size, n)
             xb, yb = xe[start:stop, ...], ye[start:stop, ...]
             yhat = model.forward(xb)
-            update = optimizer.begin_step(model)
-            totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=update), yhat, yb)
-            update.finish()
+            step = TrainingStep(model, optimizer)
+            totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
+            step.finish()
             if progress is not None:
                 progress.step(b + 1, totals.samples, totals.read)
         logs = totals.read()
@@ -320,3 +322,8 @@ def evaluate(
     x, y = prepare(model, x, y, loss)
     bound = _bind_metrics(metrics, loss, model.xp)
     return _evaluate(model, x, y, loss, bound, batch_size)
+
+
+# Sequential.fit and Sequential.evaluate call this module's fit and evaluate; the model
+# sits below the training loop and does not import it.
+install_training_loop(sys.modules[__name__])

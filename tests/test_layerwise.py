@@ -1,4 +1,4 @@
-"""LayerwiseStep (the update fit applies during the backward pass) against update(model).
+"""TrainingStep/LayerwiseStep (the update fit applies during backprop) against update(model).
 
 Updating each layer as soon as its gradients exist must give the numbers of the plain
 "whole backward pass, then update(model)" order bit for bit, on every backend and for every
@@ -17,6 +17,7 @@ from helpers import float64_or_skip
 import portgd
 from portgd import optim
 from portgd.errors import CheckpointError
+from portgd.step import TrainingStep
 
 CONFIGS = [
     ("sgd", {}),
@@ -79,7 +80,7 @@ def _train_both(backend, build, plain_opt, layer_opt, steps=5):
             for k, g in plain.grads.items():  # update(model) leaves the gradients intact
                 np.testing.assert_array_equal(plain.backend.to_numpy(g), kept[k])
 
-            step = layer_opt.begin_step(layerwise)
+            step = TrainingStep(layerwise, layer_opt)
             layerwise.loss_and_backward(layerwise.forward(xb), y, loss, after_layer=step)
             step.finish()
             assert layerwise.grads == {}  # released as they were used
@@ -116,7 +117,7 @@ def test_layerwise_step_with_loaded_state_matches_update(numpy_backend):
 def test_a_model_without_parameters_to_update_still_counts_the_step():
     model = portgd.Sequential([portgd.layers.Softmax()], backend="numpy")  # fused CE: start=-1
     opt = optim.SGD(lr=0.1)
-    step = opt.begin_step(model)
+    step = TrainingStep(model, opt)
     seen = []
     model.loss_and_backward(model.forward(model.input(np.ones((2, 3)))),
                             model.input(np.eye(3)[:2]),
@@ -128,7 +129,7 @@ def test_a_model_without_parameters_to_update_still_counts_the_step():
 
 def test_finish_twice_or_a_layer_after_finish_is_an_error():
     model = _model("numpy")
-    step = optim.SGD(lr=0.1).begin_step(model)
+    step = TrainingStep(model, optim.SGD(lr=0.1))
     step.finish()
     with pytest.raises(portgd.InputError, match="already finished"):
         step.finish()
@@ -145,7 +146,7 @@ def test_an_interrupted_backward_leaves_exact_per_parameter_counts():
                               backend="numpy", dtype="float64")
     before = model.state_dict()
     opt = optim.Adam(lr=0.1)
-    step = opt.begin_step(model)
+    step = TrainingStep(model, opt)
     x = model.input(np.ones((2, 4)))
     with pytest.raises(KeyboardInterrupt):
         model.loss_and_backward(model.forward(x), model.input(np.zeros((2, 2))),
@@ -242,7 +243,7 @@ def _peak_bytes(model, opt, x, y, loss, layerwise):
     tracemalloc.reset_peak()
     start = tracemalloc.get_traced_memory()[0]
     if layerwise:
-        step = opt.begin_step(model)
+        step = TrainingStep(model, opt)
         model.loss_and_backward(model.forward(x), y, loss, after_layer=step)
         step.finish()
     else:
@@ -310,3 +311,40 @@ def test_the_keyword_goes_only_to_rules_that_name_it(numpy_backend, monkeypatch)
     _model("numpy").fit(x, labels, loss=loss, optimizer=optim.SGD(lr=0.1), epochs=1,
                         batch_size=8, verbose=0)
     assert calls == [["xp"]] * 6
+
+
+def _named_params_and_grads():
+    rng = np.random.default_rng(5)
+    shapes = {"0.weight": (3, 4), "0.bias": (4,), "2.weight": (4, 2), "2.bias": (2,)}
+    params = {k: rng.normal(size=s) for k, s in shapes.items()}
+    grads = {k: rng.normal(size=s) for k, s in shapes.items()}
+    return params, grads
+
+
+@pytest.mark.parametrize("name,kwargs", CONFIGS, ids=[f"{n}-{sorted(k)}" for n, k in CONFIGS])
+def test_the_layerwise_step_is_a_function_of_name_keyed_dicts(name, kwargs):
+    """No model: the optimizer's step applied in two parts equals opt.step on the whole."""
+    params, grads = _named_params_and_grads()
+    whole = optim.make_optimizer(name, lr=0.05, **kwargs)
+    parts = optim.make_optimizer(name, lr=0.05, **kwargs)
+    for _ in range(3):
+        expected = whole.step(params, grads)
+        owned = {k: v.copy() for k, v in params.items()}  # apply may update these in place
+        step = parts.begin_step(owned)
+        if step.layerwise:
+            got = {}
+            for layer in ("2", "0"):  # the backward order
+                keys = {"weight", "bias"}
+                got.update({f"{layer}.{k}": v for k, v in step.apply(
+                    {k: owned[f"{layer}.{k}"] for k in keys},
+                    {k: grads[f"{layer}.{k}"].copy() for k in keys},
+                    name_of=lambda k, layer=layer: f"{layer}.{k}").items()})
+            assert step.finish() == {}
+        else:
+            with pytest.raises(portgd.InputError, match="finish"):
+                step.apply(owned, grads)
+            got = step.finish(owned, {k: g.copy() for k, g in grads.items()})
+        for key, value in expected.items():
+            np.testing.assert_array_equal(got[key], value, err_msg=key)
+        params = expected
+    assert parts.param_steps == whole.param_steps and parts.step_count == whole.step_count == 3

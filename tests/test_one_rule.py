@@ -9,7 +9,8 @@ import portgd
 
 CONCRETE = {"numpy", "cupy", "torch", "jax", "jaxlib", "array_api_strict", "array_api_compat"}
 # Host-side I/O reads and writes NumPy, the host format (DESIGN.md, "The one rule").
-HOST_IO = {"checkpoint.py", "datasets", "cli.py", "bench.py", "distributed.py"}  # modules and packages
+# modules and packages
+HOST_IO = {"checkpoint.py", "datasets", "cli.py", "bench.py", "distributed.py"}
 CORE = Path(portgd.__file__).parent
 
 

@@ -146,6 +146,8 @@ def _loss_and_output(loss: str, num_classes: int | None) -> tuple[str, str, int]
 
 def _download_option(args: argparse.Namespace) -> dict[str, Any]:
     spec = args.dataset or ""
+    if args.download and args.data:
+        raise InputError("--download applies to --dataset mnist:PATH, not to --data")
     if args.download and not spec.startswith("mnist"):
         raise InputError("--download applies to --dataset mnist:PATH only")
     return {"download": True} if args.download else {}
@@ -158,8 +160,18 @@ def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> No
     samples out of the held-out figures.
     """
     split = meta.get("split") or {}
-    if args.dataset is None:
-        args.dataset = meta.get("dataset") or DEFAULT_DATASET
+    if args.dataset is not None and args.data is not None:
+        raise InputError("give --dataset or --data, not both")
+    if args.dataset is None and args.data is None:
+        if meta.get("data"):
+            args.data = meta["data"]
+            if args.target is None:
+                args.target = meta.get("target")
+        else:
+            args.dataset = meta.get("dataset") or DEFAULT_DATASET
+    if args.data is None and args.target is not None:
+        raise InputError("--target names a column of a --data file; the built-in datasets "
+                         "have their targets already")
     if args.loss == "auto" and meta.get("loss"):
         args.loss = meta["loss"]
     if args.seed is None:
@@ -168,10 +180,31 @@ def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> No
         args.test_size = split.get("test_size", DEFAULT_TEST_SIZE)
 
 
-def _load_data(args: argparse.Namespace, backend: Any, dtype: str) -> Any:
+def _load_data(args: argparse.Namespace, backend: Any, dtype: str,
+               classes: Sequence[Any] | None = None) -> Any:
+    """The --dataset or the --data file; a file's task follows --loss (mse: regression)."""
     from . import datasets
 
-    return datasets.load(args.dataset, backend=backend, dtype=dtype, **_download_option(args))
+    options = _download_option(args)
+    if args.data is None:
+        return datasets.load(args.dataset, backend=backend, dtype=dtype, **options)
+    task = {"mse": "regression", "bce": "classification", "ce": "classification"}
+    return datasets.from_file(args.data, args.target, task=task.get(args.loss, "auto"),
+                              classes=classes, backend=backend, dtype=dtype)
+
+
+def _source(args: argparse.Namespace) -> str:
+    """How the messages name the data: ``--dataset SPEC`` or ``--data FILE``."""
+    return f"--data {args.data}" if args.data is not None else f"--dataset {args.dataset}"
+
+
+def _data_metadata(args: argparse.Namespace, data: Any) -> dict[str, Any]:
+    """What predict, evaluate and --resume need to read a --data file the same way."""
+    if args.data is None:
+        return {"dataset": args.dataset}
+    return {"dataset": None, "data": args.data, "target": data.info.get("target"),
+            "features": list(data.info.get("features", ())),
+            "classes": data.info.get("classes")}
 
 
 def _split(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
@@ -179,13 +212,26 @@ def _split(args: argparse.Namespace, data: Any) -> tuple[Any, Any]:
     return data.split(args.test_size, seed=args.seed, stratify=data.num_classes is not None)
 
 
-def _check_fits(model: Any, data: Any, outputs: int, checkpoint: str, spec: str) -> None:
+def _check_fits(model: Any, data: Any, outputs: int, checkpoint: str, source: str) -> None:
     if model.in_features != data.n_features or model.out_features != outputs:
         raise InputError(
             f"the checkpoint {checkpoint} is a model for {model.in_features} features and "
-            f"{model.out_features} output(s); --dataset {spec} has {data.n_features} features "
+            f"{model.out_features} output(s); {source} has {data.n_features} features "
             f"and needs {outputs} output(s)"
         )
+
+
+def _model_task(model: Any, data: Any, checkpoint: str, source: str) -> None:
+    """Refuse data whose classes the model cannot output, naming the model's own task."""
+    classes, outputs = data.num_classes, model.out_features
+    if classes is None or outputs in (classes, 1 if classes == 2 else classes):
+        return
+    task = "a two-class model (one sigmoid output)" if outputs == 1 else (
+        f"a {outputs}-class model")
+    raise InputError(
+        f"the checkpoint {checkpoint} is {task}, but {source} has {classes} classes; "
+        f"evaluate it on data with {2 if outputs == 1 else outputs} classes"
+    )
 
 
 def _metrics(data: Any) -> tuple[str, ...]:
@@ -287,11 +333,12 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     if args.dtype is None:
         args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
-    train, test = _split(args, _load_data(args, backend, args.dtype))
+    recorded = resumed.metadata.get("classes") if resumed and args.data else None
+    train, test = _split(args, _load_data(args, backend, args.dtype, recorded))
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
     if resumed is not None:
         model, optimizer, meta = resumed
-        _check_fits(model, train, outputs, args.resume, args.dataset)
+        _check_fits(model, train, outputs, args.resume, _source(args))
         first_epoch = int(meta.get("epoch", 0))
         optimizer_name = type(optimizer).__name__.lower() if optimizer else args.optimizer
         _check_memory(_dense_widths(model), args, train, test, optimizer_name, backend)
@@ -330,13 +377,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
              if name.startswith("val_")}
     epochs_done = first_epoch + len(history)
     if args.save:
-        save(args.save, model, optimizer, epoch=epochs_done, dataset=args.dataset,
-             split={"seed": args.seed, "test_size": args.test_size}, loss=loss)
+        save(args.save, model, optimizer, epoch=epochs_done,
+             split={"seed": args.seed, "test_size": args.test_size}, loss=loss,
+             **_data_metadata(args, train))
     if args.plot:
         history.plot(args.plot)
     summary = {
-        "dataset": args.dataset, "backend": backend.name, "device": backend.device_name,
-        "dtype": args.dtype, "epochs": epochs_done, "parameters": model.num_parameters(),
+        "dataset": args.dataset or args.data, "backend": backend.name,
+        "device": backend.device_name, "dtype": args.dtype, "epochs": epochs_done,
+        "parameters": model.num_parameters(),
         "train_loss": history["loss"][-1], "test_loss": final["loss"],
         "test_accuracy": final.get("accuracy"), "history": history.to_dict(),
         "saved": args.save, "plot": args.plot,
@@ -360,25 +409,58 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     backend = get_backend(args.backend, args.device)
     model, _, meta = load(args.checkpoint, backend=backend)
-    if args.dataset is None and meta.get("dataset") is None:
+    if args.dataset is None and args.data is None and not (meta.get("dataset")
+                                                            or meta.get("data")):
         raise InputError(
             f"{args.checkpoint} does not record its dataset (it was not saved by portgd "
-            f"train); pass --dataset, e.g. --dataset digits"
+            f"train); pass --dataset, e.g. --dataset digits, or --data FILE"
         )
     _resolve_data_settings(args, meta)
-    data = _load_data(args, backend, model.dtype_name)
+    data = _load_data(args, backend, model.dtype_name, meta.get("classes") if args.data else None)
     if args.split == "test":
         _, data = _split(args, data)
+    _model_task(model, data, args.checkpoint, _source(args))
     loss, _, outputs = _loss_and_output(args.loss, data.num_classes)
-    _check_fits(model, data, outputs, args.checkpoint, args.dataset)
+    _check_fits(model, data, outputs, args.checkpoint, _source(args))
     result = model.evaluate(data.X, _targets_for(loss, data.y, backend.xp), loss=_loss_object(loss),
                             metrics=_metrics(data))
-    result = {"dataset": args.dataset, "samples": data.n_samples, **result}
+    result = {"dataset": args.dataset or args.data, "samples": data.n_samples, **result}
     if args.json:
         print(json.dumps(result))
     else:
         print("  ".join(f"{k}={v:.6g}" if isinstance(v, float) else f"{k}={v}"
                         for k, v in result.items()))
+    return 0
+
+
+# -- portgd predict ------------------------------------------------------------------------
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from ._predictions import prediction_table, write_predictions
+    from .checkpoint import load
+    from .datasets import read_table
+
+    output = None
+    if args.output is not None:
+        output = _preflight.output_file(args.output, "--output", (".csv", ".npy"))
+    backend = get_backend(args.backend, args.device)
+    model, _, meta = load(args.checkpoint, backend=backend)
+    names = meta.get("features") if Path(args.data).suffix.lower() == ".csv" else None
+    table = read_table(args.data, need_target=False, features=names)
+    if table.X.shape[1] != model.in_features:
+        raise InputError(
+            f"{args.data} has {table.X.shape[1]} feature columns but the checkpoint "
+            f"{args.checkpoint} is a model for {model.in_features} features"
+        )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        outputs = backend.to_numpy(model.predict(table.X, batch_size=args.batch_size))
+    columns, predicted, values = prediction_table(model, outputs, meta.get("classes"))
+    try:
+        write_predictions(output, columns, predicted, values, stream=sys.stdout)
+    except OSError as exc:
+        raise InputError(f"cannot write {output}: {exc.strerror or exc}") from None
+    if output is not None:
+        print(f"{len(values)} predictions written to {output}")
     return 0
 
 
@@ -453,6 +535,15 @@ def _where(parser: argparse.ArgumentParser) -> None:
                              "--backend is given, else the backend's default device)")
 
 
+def _data_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", metavar="FILE", default=None,
+                        help="your own data instead of --dataset: a .csv file with a header "
+                             "row, a .npy table or an .npz file with X and y")
+    parser.add_argument("--target", metavar="COLUMN", default=None,
+                        help="the target column of --data, by name or index (default: the "
+                             "last column)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="portgd",
@@ -478,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--download", action="store_true",
                        help="with mnist:PATH, fetch the MNIST files into PATH if missing "
                             "(checked against their SHA-256)")
+    _data_options(train)
     train.add_argument("--hidden", type=_hidden, default="64,32",
                        help="hidden layer widths, comma-separated ('' for none)")
     train.add_argument("--activation", default="relu",
@@ -523,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dataset spec (default: the one saved in the checkpoint)")
     evaluate.add_argument("--download", action="store_true",
                           help="with mnist:PATH, fetch the MNIST files if missing")
+    _data_options(evaluate)
     evaluate.add_argument("--split", choices=["test", "all"], default="test",
                           help="the held-out part (same split as train) or all samples")
     evaluate.add_argument("--test-size", type=_test_size, default=None,
@@ -534,6 +627,21 @@ def build_parser() -> argparse.ArgumentParser:
                           help="auto: the checkpoint's, else chosen from the dataset")
     evaluate.add_argument("--json", action="store_true", help="print a JSON object")
     evaluate.set_defaults(run=_cmd_evaluate)
+
+    predict = commands.add_parser(
+        "predict", formatter_class=formatter, help="predict with a checkpoint on a data file",
+        description="Write a checkpoint's predictions for the samples of a data file: the "
+                    "class and each class's probability, or the predicted values.")
+    predict.add_argument("checkpoint", help="a .npz checkpoint written by portgd train --save")
+    _where(predict)
+    predict.add_argument("--data", metavar="FILE", required=True,
+                         help="the samples: .csv with a header (the model's feature columns, "
+                              "by name when it was trained on a CSV file), .npy or .npz (X)")
+    predict.add_argument("--output", metavar="FILE", default=None,
+                         help="a .csv or .npy file (default: CSV on stdout)")
+    predict.add_argument("--batch-size", type=_positive, default=1024,
+                         help="samples per forward pass")
+    predict.set_defaults(run=_cmd_predict)
 
     bench_cmd = commands.add_parser(
         "bench", formatter_class=formatter, help="training throughput on every usable backend",

@@ -29,7 +29,9 @@ import pytest
 from portgd.cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
-RUNNABLE = ["README.md", "docs/index.md", "docs/quickstart.md", "docs/checkpoints.md"]
+RUNNABLE = [
+    "README.md", "docs/index.md", "docs/quickstart.md", "docs/checkpoints.md", "docs/datasets.md",
+]
 CLI_DOC = ROOT / "docs" / "cli.md"
 
 FENCE = re.compile(

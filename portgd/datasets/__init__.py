@@ -17,7 +17,8 @@ of array libraries even when it imports this module.
 
 The package has one module per concern: ``_dataset`` (the Dataset type), ``_digits``,
 ``_idx`` (IDX parsing), ``_mnist`` (download and loading), ``_synthetic``, ``_split`` (labels
-and splits), ``_scaling`` (Standardizer) and ``_specs`` (spec strings); import the public names
+and splits), ``_scaling`` (Standardizer), ``_specs`` (spec strings) and ``_tables`` (your own
+``.csv``/``.npy``/``.npz`` files); import the public names
 from ``portgd.datasets``.
 """
 
@@ -36,17 +37,22 @@ from ._scaling import Standardizer, standardize
 from ._specs import SPECS, load
 from ._split import check_labels, train_test_split
 from ._synthetic import synthetic_classification, synthetic_regression
+from ._tables import SUFFIXES as SUFFIXES
+from ._tables import Table, from_file, read_table
 
 __all__ = [
     "Dataset",
     "SPECS",
+    "Table",
     "Standardizer",
     "check_labels",
     "digits",
     "download_mnist",
+    "from_file",
     "load",
     "mnist",
     "read_idx",
+    "read_table",
     "standardize",
     "synthetic_classification",
     "synthetic_regression",

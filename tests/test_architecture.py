@@ -92,10 +92,7 @@ def test_no_import_circle_even_through_imports_inside_functions():
     # The package root re-exports everything; a module importing it for a name
     # (``from . import __version__``) is a leaf use, not a layer, so it is left out.
     circles = {m for m in MODULES if m != "portgd" and m in _reachable(m)}
-    # datasets/_dataset.py and _split.py import each other (one import inside a function);
-    # that package is another change's, reported to be fixed there.
-    known = {"portgd.datasets._dataset", "portgd.datasets._split"}
-    assert sorted(circles - known) == []
+    assert sorted(circles) == []
 
 
 def _reachable(start: str) -> set[str]:

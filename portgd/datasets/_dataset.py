@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
@@ -10,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._registry import get_backend
 from ..errors import DatasetError
+from ._split import train_test_split
 
 if TYPE_CHECKING:
     import numpy as np
@@ -67,8 +67,6 @@ class Dataset:
         self, test_size: float | int = 0.2, *, seed: int = 0, stratify: bool = False
     ) -> tuple[Dataset, Dataset]:
         """``(train, test)`` Datasets from :func:`train_test_split` of this one."""
-        from ._split import train_test_split
-
         X_train, X_test, y_train, y_test = train_test_split(
             self.X, self.y, test_size, seed=seed, stratify=stratify
         )
@@ -135,11 +133,3 @@ def _build(
         backend=backend,
         info=MappingProxyType(dict(info or {})),
     )
-
-
-def _count(value: Any, what: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise DatasetError(f"{what} must be an integer, got {value!r}")
-    if value < minimum:
-        raise DatasetError(f"{what} must be at least {minimum}, got {value}")
-    return int(value)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._registry import backend_of
 from ..errors import BackendMismatchError, DatasetError
-from ._dataset import _count
+from ._args import _count
 
 if TYPE_CHECKING:
     import numpy as np

@@ -7,7 +7,8 @@ import numbers
 from typing import Any
 
 from ..errors import DatasetError
-from ._dataset import Dataset, _build, _count, _target
+from ._args import _count
+from ._dataset import Dataset, _build, _target
 
 
 # -- synthetic data -------------------------------------------------------------------------

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import zipfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -23,8 +22,10 @@ import numpy as np
 
 from . import __version__
 from ._files import write_atomically
+from ._npz import open_npz
 from .errors import BackendError, CheckpointError, PortgdError
-from .model import Sequential
+from .layers import layer_from_config
+from .model import Sequential, param_name
 from .optim import optimizer_from_state_dict
 
 FORMAT = "portgd-checkpoint"
@@ -112,35 +113,20 @@ def _write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
         ) from None
 
 
-def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    if not path.is_file():
-        raise CheckpointError(f"no checkpoint at {path}: the file does not exist")
-    if not zipfile.is_zipfile(path):
+ADVICE = "save the checkpoint again or use an earlier one"
+
+
+def _header_text(path: Path, value: np.ndarray) -> dict[str, Any]:
+    """The header object from the ``header`` entry (a 1-D uint8 array of UTF-8 JSON)."""
+    if value.dtype != np.uint8 or value.ndim != 1:
         raise CheckpointError(
-            f"{path} is corrupt or truncated, or not a checkpoint (it is not an .npz "
-            f"archive); save the checkpoint again or use an earlier one"
+            f"{path}: member 'header.npy' is a {value.dtype} array shaped {value.shape}, not "
+            f"1-D uint8 (UTF-8 JSON); {ADVICE}"
         )
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            arrays = {name: archive[name] for name in archive.files}
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise CheckpointError(
-                f"{path} contains pickled Python objects; portgd refuses to load them because "
-                f"unpickling can execute code. Only load checkpoints written by portgd.save."
-            ) from None
-        raise CheckpointError(f"{path} is not a readable checkpoint ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as exc:
-        raise CheckpointError(
-            f"{path} is corrupt or truncated ({type(exc).__name__}: {exc}); "
-            f"save the checkpoint again or use an earlier one"
-        ) from None
-    if HEADER not in arrays:
-        raise CheckpointError(f"{path} is an .npz file but not a portgd checkpoint (no header)")
-    try:
-        header = json.loads(arrays.pop(HEADER).tobytes().decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CheckpointError(f"{path} has a corrupt header ({exc})") from None
+        header = json.loads(value.tobytes().decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:  # JSONDecodeError: ValueError
+        raise CheckpointError(f"{path} has a corrupt header ({str(exc)[:120]}); {ADVICE}") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointError(f"{path} is not a portgd checkpoint (unknown header format)")
     version = header.get("format_version")
@@ -150,7 +136,99 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
             f"{header.get('portgd_version', '?')}); this portgd {__version__} reads format "
             f"{FORMAT_VERSION}. Use a matching portgd version."
         )
-    return header, arrays
+    return header
+
+
+def _require(path: Path, ok: bool, what: str) -> None:
+    if not ok:
+        raise CheckpointError(f"{path} has a malformed header: {what}; {ADVICE}")
+
+
+def _check_layout(path: Path, header: dict[str, Any]) -> dict[str, str]:
+    """The header's structure checked; returns ``{entry: what it is}`` for every array named.
+
+    ``what`` is ``"param/<name>"``'s parameter name, or for optimizer state the parameter it
+    belongs to.
+    """
+    model, params = header.get("model"), header.get("params")
+    _require(path, isinstance(model, dict) and isinstance(model.get("layers"), list)
+             and all(isinstance(layer, dict) for layer in model["layers"]),
+             "'model' must be an object whose 'layers' is a list of objects")
+    _require(path, isinstance(params, list) and all(isinstance(p, str) for p in params)
+             and len(set(params)) == len(params),
+             "'params' must be a list of distinct parameter names")
+    _require(path, isinstance(header.get("rng"), dict), "'rng' must be an object")
+    _require(path, isinstance(header.get("metadata", {}) or {}, dict),
+             "'metadata' must be an object")
+    entries = {f"param/{name}": name for name in params}
+    optimizer = header.get("optimizer")
+    if optimizer is not None:
+        state = optimizer.get("state") if isinstance(optimizer, dict) else None
+        _require(path, isinstance(state, dict) and all(
+            isinstance(refs, dict) and all(isinstance(r, str) for r in refs.values())
+            for refs in state.values()),
+            "'optimizer' must be null or an object whose 'state' maps parameter names to "
+            "{key: entry name}")
+        for name, refs in state.items():
+            _require(path, name in params,
+                     f"the optimizer holds state for {name!r}, which is not a parameter")
+            for ref in refs.values():
+                _require(path, ref not in entries and ref != HEADER,
+                         f"the entry {ref!r} is named twice")
+                entries[ref] = name
+    return entries
+
+
+def _read(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndarray]]:
+    """The header, the entries it names (see :func:`_check_layout`) and their arrays.
+
+    Each entry is validated before use (see :mod:`portgd._npz`).
+
+    Entries the header does not name are ignored (never read).
+    """
+    if not path.is_file():
+        raise CheckpointError(f"no checkpoint at {path}: the file does not exist")
+    with open_npz(path, CheckpointError, ADVICE) as archive:
+        if HEADER not in archive.names:
+            raise CheckpointError(
+                f"{path} is an .npz file but not a portgd checkpoint (no header)"
+            )
+        header = _header_text(path, archive.array(HEADER))
+        entries = _check_layout(path, header)
+        arrays = {}
+        for entry in entries:
+            value = archive.array(entry)
+            if value.dtype.kind != "f":
+                raise CheckpointError(
+                    f"{path}: member {entry + '.npy'!r} holds {value.dtype} numbers; parameters "
+                    f"and optimizer state are floats; {ADVICE}"
+                )
+            arrays[entry] = value
+    return header, entries, arrays
+
+
+def _check_shapes(path: Path, header: dict[str, Any], entries: dict[str, str],
+                  arrays: dict[str, np.ndarray]) -> None:
+    """Every array has the shape the architecture gives its parameter.
+
+    Checked before the model is built, so a header declaring huge layers over small
+    arrays is refused before anything is allocated.
+    """
+    layers = [layer_from_config(config) for config in header["model"]["layers"]]
+    shapes = {param_name(i, name): shape for i, layer in enumerate(layers)
+              for name, shape in layer.param_shapes().items()}
+    if sorted(shapes) != sorted(header["params"]):
+        raise CheckpointError(
+            f"{path} does not describe a valid model: the header lists the parameters "
+            f"{sorted(header['params'])} but its layers have {sorted(shapes)}; {ADVICE}"
+        )
+    for entry, name in entries.items():
+        if arrays[entry].shape != shapes[name]:
+            raise CheckpointError(
+                f"{path} does not describe a valid model: member {entry + '.npy'!r} is shaped "
+                f"{arrays[entry].shape}, but the layers give parameter {name!r} the shape "
+                f"{shapes[name]}; {ADVICE}"
+            )
 
 
 def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) -> Checkpoint:
@@ -161,8 +239,9 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
     incompatible file.
     """
     path = Path(path)
-    header, arrays = _read(path)
+    header, entries, arrays = _read(path)
     try:
+        _check_shapes(path, header, entries, arrays)
         model = Sequential.from_config(header["model"], backend=backend, device=device)
         params = {name: arrays[f"param/{name}"] for name in header["params"]}
         model.load_state_dict(params)
@@ -178,7 +257,7 @@ def load(path: str | os.PathLike[str], backend: Any = None, device: Any = None) 
             optimizer.to(model.backend)
     except (CheckpointError, BackendError):
         raise  # already says what is wrong: an unusable backend, a dtype the device lacks
-    except (PortgdError, KeyError, TypeError, ValueError) as exc:
+    except (PortgdError, KeyError, TypeError, ValueError, OverflowError) as exc:
         raise CheckpointError(
             f"{path} does not describe a valid model ({type(exc).__name__}: {exc})"
         ) from None

@@ -29,6 +29,7 @@ DEFAULT_DATASET = "digits01"
 DEFAULT_SEED = 0
 DEFAULT_TEST_SIZE = 0.2
 DEFAULT_DTYPE = "float32"
+LOSSES = ("auto", "bce", "ce", "mse")
 
 
 class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
@@ -153,31 +154,84 @@ def _download_option(args: argparse.Namespace) -> dict[str, Any]:
     return {"download": True} if args.download else {}
 
 
-def _resolve_data_settings(args: argparse.Namespace, meta: dict[str, Any]) -> None:
+def _recorded(meta: dict[str, Any], checkpoint: str) -> dict[str, Any]:
+    """The training settings a checkpoint's metadata records, each checked (absent: None).
+
+    ``portgd train --save`` records ``dataset`` or ``data`` (with ``target``, ``features``
+    and ``classes``), ``loss``, ``split`` (``seed``, ``test_size``) and ``epoch``; a value of
+    another type (an edited or damaged file) is a CheckpointError here rather than a failure
+    deep inside training, evaluation or prediction.
+    """
+    from .errors import CheckpointError
+
+    split = meta.get("split") or {}
+    wrong = [] if isinstance(split, dict) else [f"split={split!r}"]
+    split = split if isinstance(split, dict) else {}
+    settings = {key: meta.get(key) for key in ("dataset", "data", "target", "features",
+                                               "classes", "epoch")}
+    settings.update(loss=meta.get("loss") or None, seed=split.get("seed"),
+                    test_size=split.get("test_size"))
+
+    def text(v: Any) -> bool:
+        return isinstance(v, str) and bool(v)
+
+    def number(v: Any) -> bool:
+        return type(v) in (int, float)
+
+    valid = {
+        "dataset": text,
+        "data": text,
+        "target": lambda v: text(v) or type(v) is int,
+        "features": lambda v: isinstance(v, list) and all(text(f) for f in v),
+        "classes": lambda v: isinstance(v, list) and len(v) >= 2
+        and all(text(c) or number(c) for c in v),
+        "loss": lambda v: v in LOSSES[1:],
+        "seed": lambda v: type(v) is int and v >= 0,
+        "test_size": lambda v: number(v) and _test_size(str(v)) == v,
+        "epoch": lambda v: type(v) is int and v >= 0,
+    }
+    wrong += [f"{key}={value!r}" for key, value in settings.items()
+              if value is not None and not _accepts(valid[key], value)]
+    if wrong:
+        raise CheckpointError(
+            f"{checkpoint} records {', '.join(wrong)} in its metadata, which portgd train never "
+            f"writes; the file is damaged or edited: pass the settings as options (--dataset "
+            f"or --data, --loss, --seed, --test-size) or save the checkpoint again"
+        )
+    return settings
+
+
+def _accepts(check: Any, value: Any) -> bool:
+    try:
+        return bool(check(value))
+    except argparse.ArgumentTypeError:
+        return False
+
+
+def _resolve_data_settings(args: argparse.Namespace, recorded: dict[str, Any]) -> None:
     """Dataset and held-out split: the options given, else the checkpoint's, else defaults.
 
-    Resuming or evaluating with the split the model was trained with keeps its training
-    samples out of the held-out figures.
+    ``recorded`` comes from :func:`_recorded`. Resuming or evaluating with the split the
+    model was trained with keeps its training samples out of the held-out figures.
     """
-    split = meta.get("split") or {}
     if args.dataset is not None and args.data is not None:
         raise InputError("give --dataset or --data, not both")
     if args.dataset is None and args.data is None:
-        if meta.get("data"):
-            args.data = meta["data"]
+        if recorded.get("data"):
+            args.data = recorded["data"]
             if args.target is None:
-                args.target = meta.get("target")
+                args.target = recorded.get("target")
         else:
-            args.dataset = meta.get("dataset") or DEFAULT_DATASET
+            args.dataset = recorded.get("dataset") or DEFAULT_DATASET
     if args.data is None and args.target is not None:
         raise InputError("--target names a column of a --data file; the built-in datasets "
                          "have their targets already")
-    if args.loss == "auto" and meta.get("loss"):
-        args.loss = meta["loss"]
+    if args.loss == "auto" and recorded.get("loss"):
+        args.loss = recorded["loss"]
     if args.seed is None:
-        args.seed = split.get("seed", DEFAULT_SEED)
+        args.seed = DEFAULT_SEED if recorded.get("seed") is None else recorded["seed"]
     if args.test_size is None:
-        args.test_size = split.get("test_size", DEFAULT_TEST_SIZE)
+        args.test_size = recorded.get("test_size") or DEFAULT_TEST_SIZE
 
 
 def _load_data(args: argparse.Namespace, backend: Any, dtype: str,
@@ -325,7 +379,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _preflight.plot_file(args.plot)
     backend = get_backend(args.backend, args.device)
     resumed = load(args.resume, backend=backend) if args.resume else None
-    _resolve_data_settings(args, resumed.metadata if resumed else {})
+    recorded = _recorded(resumed.metadata, args.resume) if resumed else {}
+    _resolve_data_settings(args, recorded)
     if resumed is not None and args.dtype not in (None, resumed.model.dtype_name):
         raise InputError(
             f"--dtype {args.dtype} differs from the dtype of the checkpoint {args.resume} "
@@ -333,13 +388,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
         )
     if args.dtype is None:
         args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
-    recorded = resumed.metadata.get("classes") if resumed and args.data else None
-    train, test = _split(args, _load_data(args, backend, args.dtype, recorded))
+    classes = recorded["classes"] if resumed and args.data else None
+    train, test = _split(args, _load_data(args, backend, args.dtype, classes))
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
     if resumed is not None:
-        model, optimizer, meta = resumed
+        model, optimizer, _ = resumed
         _check_fits(model, train, outputs, args.resume, _source(args))
-        first_epoch = int(meta.get("epoch", 0))
+        first_epoch = recorded["epoch"] or 0
         optimizer_name = type(optimizer).__name__.lower() if optimizer else args.optimizer
         _check_memory(_dense_widths(model), args, train, test, optimizer_name, backend)
         if optimizer is None:
@@ -409,14 +464,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     backend = get_backend(args.backend, args.device)
     model, _, meta = load(args.checkpoint, backend=backend)
-    if args.dataset is None and args.data is None and not (meta.get("dataset")
-                                                            or meta.get("data")):
+    recorded = _recorded(meta, args.checkpoint)
+    if args.dataset is None and args.data is None and not (recorded["dataset"]
+                                                            or recorded["data"]):
         raise InputError(
             f"{args.checkpoint} does not record its dataset (it was not saved by portgd "
             f"train); pass --dataset, e.g. --dataset digits, or --data FILE"
         )
-    _resolve_data_settings(args, meta)
-    data = _load_data(args, backend, model.dtype_name, meta.get("classes") if args.data else None)
+    _resolve_data_settings(args, recorded)
+    data = _load_data(args, backend, model.dtype_name, recorded["classes"] if args.data else None)
     if args.split == "test":
         _, data = _split(args, data)
     _model_task(model, data, args.checkpoint, _source(args))
@@ -444,7 +500,8 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         output = _preflight.output_file(args.output, "--output", (".csv", ".npy"))
     backend = get_backend(args.backend, args.device)
     model, _, meta = load(args.checkpoint, backend=backend)
-    names = meta.get("features") if Path(args.data).suffix.lower() == ".csv" else None
+    recorded = _recorded(meta, args.checkpoint)
+    names = recorded["features"] if Path(args.data).suffix.lower() == ".csv" else None
     table = read_table(args.data, need_target=False, features=names)
     if table.X.shape[1] != model.in_features:
         raise InputError(
@@ -454,7 +511,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         outputs = backend.to_numpy(model.predict(table.X, batch_size=args.batch_size))
-    columns, predicted, values = prediction_table(model, outputs, meta.get("classes"))
+    columns, predicted, values = prediction_table(model, outputs, recorded["classes"])
     try:
         write_predictions(output, columns, predicted, values, stream=sys.stdout)
     except OSError as exc:
@@ -575,7 +632,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--activation", default="relu",
                        choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
                        help="between hidden layers")
-    train.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
+    train.add_argument("--loss", default="auto", choices=LOSSES,
                        help="auto: the --resume checkpoint's, else bce for two classes, ce for "
                             "more, mse for regression")
     train.add_argument("--optimizer", default="adam",
@@ -623,7 +680,7 @@ def build_parser() -> argparse.ArgumentParser:
                                f"{DEFAULT_TEST_SIZE})")
     evaluate.add_argument("--seed", type=_nonnegative, default=None,
                           help=f"split seed (default: the checkpoint's, else {DEFAULT_SEED})")
-    evaluate.add_argument("--loss", default="auto", choices=["auto", "bce", "ce", "mse"],
+    evaluate.add_argument("--loss", default="auto", choices=LOSSES,
                           help="auto: the checkpoint's, else chosen from the dataset")
     evaluate.add_argument("--json", action="store_true", help="print a JSON object")
     evaluate.set_defaults(run=_cmd_evaluate)

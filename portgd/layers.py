@@ -44,6 +44,10 @@ class Layer:
         """Bind the layer to ``backend`` and draw its parameters from the host ``rng``."""
         self.bind(backend)
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        """``{parameter name: shape}`` of what :meth:`build` draws (known before building)."""
+        return {}
+
     def config(self) -> dict[str, Any]:
         """The constructor arguments, JSON-serialisable (for checkpoints)."""
         return {}
@@ -100,14 +104,19 @@ class Dense(Layer):
             )
         return self.out_features
 
+    def param_shapes(self) -> dict[str, tuple[int, ...]]:
+        shapes = {"weight": (self.in_features, self.out_features)}
+        if self.use_bias:
+            shapes["bias"] = (self.out_features,)
+        return shapes
+
     def build(self, backend: Any, rng: Any, dtype: Any) -> None:
         super().build(backend, rng, dtype)
-        shape = (self.in_features, self.out_features)
-        self.params = {"weight": initializers.draw(backend, self.init, shape, rng, dtype)}
+        shapes = self.param_shapes()
+        weight = initializers.draw(backend, self.init, shapes["weight"], rng, dtype)
+        self.params = {"weight": weight}
         if self.use_bias:
-            self.params["bias"] = initializers.draw(
-                backend, "zeros", (self.out_features,), rng, dtype
-            )
+            self.params["bias"] = initializers.draw(backend, "zeros", shapes["bias"], rng, dtype)
 
     def config(self) -> dict[str, Any]:
         return {

@@ -7,6 +7,7 @@ docs/fuzzing.md); here each kind runs a fixed set of seeded cases, a few seconds
 from __future__ import annotations
 
 import importlib.util
+import json
 import struct
 import subprocess
 import sys
@@ -47,7 +48,8 @@ def _cases(target_name, count):
 
 @pytest.mark.parametrize(
     ("target_name", "mutation", "count"),
-    _cases("checkpoint", 60) + _cases("evaluate", 15) + _cases("idx", 80),
+    _cases("checkpoint", 60) + _cases("evaluate", 15) + _cases("idx", 80)
+    + _cases("mnist-images", 30) + _cases("mnist-labels", 30),
 )
 def test_every_corruption_loads_or_is_a_portgd_error(tmp_path, target_name, mutation, count):
     target = TARGETS[target_name]
@@ -68,6 +70,14 @@ def _write(tmp_path, data, name="m.npz"):
 
 def _entries():
     return fuzz.members(BASE)
+
+
+def _with_npy_header(member, change):
+    """The base checkpoint with ``change(header text)`` as ``member``'s NPY header."""
+    entries = dict(_entries())
+    _, text, values = fuzz.split_npy(entries[member])
+    entries[member] = fuzz.join_npy(change(text), values)
+    return fuzz.archive(list(entries.items()))
 
 
 def _refused(path, *fragments):
@@ -93,13 +103,9 @@ def test_a_valid_but_deflated_checkpoint_loads_the_same_numbers(tmp_path):
 @pytest.mark.parametrize("shape", [(2**40, 2**40), (2**62,), (10**12,), (4, 8, 2**61)])
 @pytest.mark.parametrize("member", ["header.npy", "param/0.weight.npy"])
 def test_huge_declared_shapes_are_refused_before_allocating(tmp_path, member, shape):
-    entries = _entries()
-    for i, (name, blob) in enumerate(entries):
-        if name == member:
-            values = fuzz.split_npy(blob)[2]
-            descr = "|u1" if name == "header.npy" else "<f4"
-            entries[i] = (name, fuzz.join_npy(fuzz._header_dict(descr, False, shape), values))
-    path = _write(tmp_path, fuzz.archive(entries))
+    descr = "|u1" if member == "header.npy" else "<f4"
+    data = _with_npy_header(member, lambda text: fuzz._header_dict(descr, False, shape))
+    path = _write(tmp_path, data)
     tracemalloc.start()
     try:
         _refused(path, repr(member), f"declares shape {shape}")
@@ -111,11 +117,8 @@ def test_huge_declared_shapes_are_refused_before_allocating(tmp_path, member, sh
 
 def test_a_header_that_breaks_numpys_tokenizer_is_a_checkpoint_error(tmp_path):
     # NumPy's own parser raised tokenize.TokenError for this header (issue 17)
-    entries = _entries()
-    name, blob = entries[1]
-    _, text, values = fuzz.split_npy(blob)
-    entries[1] = (name, fuzz.join_npy(text.replace("(", "((", 1), values))
-    _refused(_write(tmp_path, fuzz.archive(entries)), repr(name), "unreadable NPY header")
+    data = _with_npy_header("param/0.weight.npy", lambda text: text.replace("(", "((", 1))
+    _refused(_write(tmp_path, data), "'param/0.weight.npy'", "unreadable NPY header")
 
 
 def test_a_member_that_is_not_npy_is_missing_not_bytes(tmp_path):
@@ -163,50 +166,93 @@ def test_an_end_record_with_another_entry_count_is_refused(tmp_path):
     _refused(_write(tmp_path, bytes(data)), f"declares {count - 1} entries", f"lists {count}")
 
 
-def _with_header_text(member, old, new):
-    """The base checkpoint with ``old`` replaced by ``new`` in ``member``'s NPY header."""
-    entries = _entries()
-    for i, (name, blob) in enumerate(entries):
-        if name == member:
-            _, text, values = fuzz.split_npy(blob)
-            entries[i] = (name, fuzz.join_npy(text.replace(old, new), values))
-    return fuzz.archive(entries)
-
-
 def test_members_of_the_wrong_dtype_are_refused(tmp_path):
-    data = _with_header_text("param/0.bias.npy", "<f4", "<i4")
+    data = _with_npy_header("param/0.bias.npy", lambda text: text.replace("<f4", "<i4"))
     _refused(_write(tmp_path, data), "'param/0.bias.npy'", "int32")
 
 
 def test_optimizer_state_of_the_wrong_shape_is_refused_at_load(tmp_path):
-    data = _with_header_text("optim/0.bias/exp_avg.npy", "(4,)", "(2, 2)")
+    data = _with_npy_header("optim/0.bias/exp_avg.npy",
+                            lambda text: text.replace("(4,)", "(2, 2)"))
     _refused(_write(tmp_path, data), "'optim/0.bias/exp_avg.npy'", "(2, 2)")
 
 
-@pytest.mark.parametrize("corruption", ["tokenizer", "huge", "zip-version", "metadata"])
+CLI_CORRUPTIONS = {
+    "tokenizer": (lambda: _with_npy_header("param/0.weight.npy",
+                                           lambda text: text.replace("(", "((", 1)),
+                  "member 'param/0.weight.npy' has an unreadable NPY header"),
+    "huge": (lambda: _with_npy_header("param/0.weight.npy",
+                                      lambda text: fuzz._header_dict("<f4", False, (2**62,))),
+             "member 'param/0.weight.npy' declares shape (4611686018427387904,)"),
+    "zip-version": (lambda: _patch_central_directory(BASE, "param/0.bias.npy", 6, 100, "<H"),
+                    "zip file version 10.0"),
+    "metadata": (lambda: _with_metadata(split={"seed": float("nan"), "test_size": 0.2}),
+                 "records seed=nan in its metadata"),
+}
+
+
+@pytest.mark.parametrize("corruption", sorted(CLI_CORRUPTIONS))
 def test_portgd_evaluate_prints_one_error_line_and_no_traceback(tmp_path, corruption):
-    entries = _entries()
-    if corruption == "tokenizer":
-        name, blob = entries[1]
-        _, text, values = fuzz.split_npy(blob)
-        entries[1] = (name, fuzz.join_npy(text.replace("(", "((", 1), values))
-        data = fuzz.archive(entries)
-    elif corruption == "huge":
-        name, blob = entries[1]
-        _, text, values = fuzz.split_npy(blob)
-        entries[1] = (name, fuzz.join_npy(fuzz._header_dict("<f4", False, (2**62,)), values))
-        data = fuzz.archive(entries)
-    elif corruption == "zip-version":
-        data = _patch_central_directory(BASE, "param/0.bias.npy", 6, 100, "<H")
-    else:
-        text = fuzz.split_npy(entries[0][1])[2].replace(b'"split": {"seed": 0',
-                                                         b'"split": {"seed": NaN')
-        entries[0] = ("header.npy",
-                      fuzz.join_npy(fuzz._header_dict("|u1", False, (len(text),)), text))
-        data = fuzz.archive(entries)
-    path = _write(tmp_path, data)
+    make, fragment = CLI_CORRUPTIONS[corruption]
+    path = _write(tmp_path, make())
     done = subprocess.run([sys.executable, "-m", "portgd", "evaluate", str(path)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert done.stderr.startswith(f"portgd: error: {path}")
+    assert fragment in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+# -- docs/fuzzing.md ----------------------------------------------------------------------------
+DOC = Path(__file__).resolve().parents[1] / "docs" / "fuzzing.md"
+
+
+def _documented_runs():
+    """The argument lists of every ``python tools/fuzz_loaders.py`` line in docs/fuzzing.md."""
+    return [line.split("tools/fuzz_loaders.py", 1)[1].split()
+            for line in DOC.read_text(encoding="utf-8").splitlines()
+            if line.lstrip("$ ").startswith(("python tools/fuzz_loaders.py",
+                                              "nice -n 10 python tools/fuzz_loaders.py"))]
+
+
+def test_every_documented_command_parses_and_names_a_loader():
+    runs = _documented_runs()
+    assert len(runs) >= 3
+    parser = fuzz.build_parser()
+    for argv in runs:
+        args = parser.parse_args(argv)
+        assert args.loader == "all" or args.loader in TARGETS
+    assert set(fuzz.LOADERS) == set(TARGETS)
+
+
+def test_the_documented_reproduction_command_rebuilds_one_case(tmp_path, capsys):
+    (argv,) = [run for run in _documented_runs() if "--case" in run]
+    argv[argv.index("--keep") + 1] = str(tmp_path / "finding")
+    assert fuzz.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "1 cases" in out and "'escaped': 0" in out
+    assert len(list((tmp_path / "finding").iterdir())) == 1  # the corrupted file, kept
+
+
+def _with_metadata(**changes):
+    """The base checkpoint with its metadata changed (valid archive, valid JSON)."""
+    entries = dict(_entries())
+    header = json.loads(fuzz.split_npy(entries["header.npy"])[2])
+    header["metadata"].update(changes)
+    text = json.dumps(header).encode()
+    entries["header.npy"] = fuzz.join_npy(fuzz._header_dict("|u1", False, (len(text),)), text)
+    return fuzz.archive(list(entries.items()))
+
+
+@pytest.mark.parametrize(("command", "changes", "named"), [
+    ("evaluate", {"split": [0.2]}, "split=[0.2]"),
+    ("evaluate", {"loss": "hinge", "dataset": 7}, "dataset=7, loss='hinge'"),
+    ("train", {"epoch": -3}, "epoch=-3"),
+    ("train", {"split": {"seed": 1.5, "test_size": 2.5}}, "seed=1.5, test_size=2.5"),
+])
+def test_metadata_the_cli_uses_is_checked(tmp_path, capsys, command, changes, named):
+    path = _write(tmp_path, _with_metadata(**changes))
+    argv = [command, str(path)] if command == "evaluate" else ["train", "--resume", str(path)]
+    assert portgd.cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"portgd: error: {path} records {named} in its metadata")

@@ -10,7 +10,8 @@ import portgd
 CONCRETE = {"numpy", "cupy", "torch", "jax", "jaxlib", "array_api_strict", "array_api_compat"}
 # Host-side I/O reads and writes NumPy, the host format (DESIGN.md, "The one rule").
 # modules and packages
-HOST_IO = {"checkpoint.py", "datasets", "cli.py", "bench.py", "distributed.py", "_predictions.py"}
+HOST_IO = {"checkpoint.py", "_npz.py", "datasets", "cli.py", "bench.py", "distributed.py",
+           "_predictions.py"}
 CORE = Path(portgd.__file__).parent
 
 

@@ -59,7 +59,7 @@ from typing import Any
 import numpy as np
 
 import portgd
-from portgd import cli, losses, optim
+from portgd import cli, datasets, losses, optim
 from portgd.datasets import read_idx
 
 Mutation = Callable[[bytes, random.Random], bytes]
@@ -323,7 +323,7 @@ class Target:
     """One loader under fuzzing: the valid file, its corruptions and how to load a file."""
 
     name: str
-    suffix: str
+    filename: str  # the corrupted file's name (a loader may look for a fixed name)
     base: bytes
     mutations: dict[str, Mutation]
     load: Callable[[Path], Any]
@@ -370,13 +370,31 @@ def check_cli(result: tuple[int, str]) -> None:
                             and "Traceback" not in err), result
 
 
-def base_idx() -> bytes:
-    values = np.arange(2 * 3 * 4, dtype=np.uint8).reshape(2, 3, 4)
-    return bytes([0, 0, 0x08, 3]) + struct.pack(">3I", 2, 3, 4) + values.tobytes()
+def idx_file(values: np.ndarray) -> bytes:
+    """``values`` (uint8) in the IDX format."""
+    head = bytes([0, 0, 0x08, values.ndim]) + struct.pack(f">{values.ndim}I", *values.shape)
+    return head + values.astype(np.uint8).tobytes()
+
+
+IMAGES = np.arange(3 * 4 * 5, dtype=np.uint8).reshape(3, 4, 5)  # three 4x5 "images"
+LABELS = np.array([7, 0, 9], dtype=np.uint8)
 
 
 def check_idx(result: Any) -> None:
     assert isinstance(result, np.ndarray) and result.dtype.isnative
+
+
+def load_mnist(path: Path, companion: str, content: bytes) -> Any:
+    """``portgd.datasets.mnist`` on the folder of ``path``, with a valid ``companion`` file."""
+    (path.parent / companion).write_bytes(content)
+    return datasets.mnist(path.parent)
+
+
+def check_mnist(result: Any) -> None:
+    """A loaded MNIST set has one label 0..9 per flattened image, pixels in [0, 1]."""
+    X, y = np.asarray(result.X), np.asarray(result.y)
+    assert X.shape[0] == y.shape[0] and X.min() >= 0 and X.max() <= 1, X.shape
+    assert y.min() >= 0 and y.max() <= 9
 
 
 ZIP_MUTATIONS: dict[str, Mutation] = {
@@ -392,18 +410,27 @@ IDX_MUTATIONS: dict[str, Mutation] = {
 
 
 #: the loaders under fuzzing
-LOADERS = ("checkpoint", "evaluate", "idx")
+LOADERS = ("checkpoint", "evaluate", "idx", "mnist-images", "mnist-labels")
 
 
 def targets() -> dict[str, Target]:
     """Every loader under fuzzing, by name."""
     return {
-        "checkpoint": Target("checkpoint", ".npz", base_checkpoint(), ZIP_MUTATIONS,
+        "checkpoint": Target("checkpoint", "case.npz", base_checkpoint(), ZIP_MUTATIONS,
                              portgd.load, check_checkpoint),
-        "evaluate": Target("evaluate", ".npz", base_checkpoint(), ZIP_MUTATIONS,
+        "evaluate": Target("evaluate", "case.npz", base_checkpoint(), ZIP_MUTATIONS,
                            evaluate_cli, check_cli,
                            lambda result: "loaded" if result[0] == 0 else "refused"),
-        "idx": Target("idx", "-idx3-ubyte", base_idx(), IDX_MUTATIONS, read_idx, check_idx),
+        "idx": Target("idx", "case-idx3-ubyte", idx_file(IMAGES), IDX_MUTATIONS, read_idx,
+                      check_idx),
+        "mnist-images": Target(
+            "mnist-images", "train-images-idx3-ubyte", idx_file(IMAGES), IDX_MUTATIONS,
+            lambda path: load_mnist(path, "train-labels-idx1-ubyte", idx_file(LABELS)),
+            check_mnist),
+        "mnist-labels": Target(
+            "mnist-labels", "train-labels-idx1-ubyte", idx_file(LABELS), IDX_MUTATIONS,
+            lambda path: load_mnist(path, "train-images-idx3-ubyte", idx_file(IMAGES)),
+            check_mnist),
     }
 
 
@@ -452,7 +479,7 @@ def fuzz(target: Target, count: int, seed: int, folder: Path, first: int = 0,
     ``mutation`` restricts the run to one kind of corruption.
     """
     report = Report()
-    path = folder / f"case{target.suffix}"
+    path = folder / target.filename
     for case in range(first, first + count):
         kind, data = corrupt(target, seed, case, mutation)
         label = f"--loader {target.name} --seed {seed} --case {case}"
@@ -473,10 +500,10 @@ def run_atheris(target: Target, runs: int, folder: Path) -> None:
     import atheris
 
     report = Report()
-    path = folder / f"case{target.suffix}"
+    path = folder / target.filename
     corpus = folder / "corpus"
     corpus.mkdir(exist_ok=True)
-    (corpus / f"valid{target.suffix}").write_bytes(target.base)
+    (corpus / "valid").write_bytes(target.base)
 
     def one_input(data: bytes) -> None:
         run_case(target, "atheris", data, path, report, f"{target.name} atheris")
@@ -489,7 +516,7 @@ def run_atheris(target: Target, runs: int, folder: Path) -> None:
 
     def mutate(data: bytes, max_size: int, seed: int) -> bytes:
         rng = random.Random(seed)
-        if target.suffix == ".npz" and rng.random() < 0.5:
+        if target.filename.endswith(".npz") and rng.random() < 0.5:
             try:
                 entries = members(data)
             except Exception:  # this input is no valid archive: mutate its bytes instead
@@ -510,7 +537,9 @@ def run_atheris(target: Target, runs: int, folder: Path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--loader", default="all", choices=["all", *LOADERS],
-                        help="which loader (evaluate: portgd evaluate FILE); default: all")
+                        help="which loader (evaluate: portgd evaluate FILE; mnist-images, "
+                             "mnist-labels: portgd.datasets.mnist on a folder with one "
+                             "corrupted file); default: all")
     parser.add_argument("--count", type=int, default=10_000, help="cases per loader")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=["random", "atheris"], default="random")

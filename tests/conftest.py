@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import os
 
+# scikit-learn's array-API dispatch (tests/test_sklearn*.py) needs SciPy's array-API mode,
+# which SciPy reads once, at import; without it scikit-learn skips its array-API checks.
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import pytest
 
 import portgd

@@ -12,6 +12,7 @@ CONCRETE = {"numpy", "cupy", "torch", "jax", "jaxlib", "array_api_strict", "arra
 # modules and packages
 HOST_IO = {"checkpoint.py", "_npz.py", "datasets", "cli.py", "bench.py", "distributed.py",
            "_predictions.py"}
+HOST_IO.add("sklearn.py")  # scikit-learn estimators: NumPy is the host format there
 CORE = Path(portgd.__file__).parent
 
 

@@ -21,6 +21,9 @@ class Callback:
     model: Any = None
     optimizer: Any = None
     history: Any = None
+    #: The Communicator of a data-parallel ``fit`` (None in one process). Every rank runs
+    #: every callback with the same logs; a callback that writes files writes on rank 0.
+    distributed: Any = None
 
     def on_train_begin(self) -> None: ...
 
@@ -35,12 +38,13 @@ class CallbackList:
     """Calls each hook on every callback in order."""
 
     def __init__(self, callbacks: Sequence[Callback], *, model: Any, optimizer: Any,
-                 history: Any) -> None:
+                 history: Any, distributed: Any = None) -> None:
         self.callbacks = list(callbacks)
         for cb in self.callbacks:
             if not isinstance(cb, Callback):
                 raise InputError(f"{cb!r} is not a portgd.callbacks.Callback")
             cb.model, cb.optimizer, cb.history = model, optimizer, history
+            cb.distributed = distributed
 
     def on_train_begin(self) -> None:
         for cb in self.callbacks:
@@ -132,6 +136,10 @@ class ModelCheckpoint(Callback):
 
     ``path`` may contain ``{epoch}`` (1-based) and any key of the logs, e.g.
     ``"ckpt-{epoch:03d}-{val_loss:.4f}.npz"``.
+
+    In a data-parallel ``fit`` every rank holds the same parameters: rank 0 writes the file
+    (atomically) once every rank has finished the epoch, and the others wait until it is
+    written, so any rank may read it afterwards.
     """
 
     def __init__(self, path: str | Path, monitor: str = "val_loss", save_best_only: bool = False,
@@ -152,7 +160,13 @@ class ModelCheckpoint(Callback):
         from .checkpoint import save  # NumPy (the host format) loads on first use, not at import
 
         target = Path(self.path.format(epoch=epoch + 1, **logs))
-        save(target, self.model, self.optimizer, epoch=epoch + 1, logs=logs)
+        comm = self.distributed
+        if comm is not None:
+            comm.barrier()  # every rank has finished the epoch
+        if comm is None or comm.rank == 0:
+            save(target, self.model, self.optimizer, epoch=epoch + 1, logs=logs)
+        if comm is not None:
+            comm.barrier()  # the file exists for every rank
         self.saved.append(target)
 
 

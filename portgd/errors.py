@@ -21,6 +21,7 @@ __all__ = [
     "NonFiniteLossError",
     "CheckpointError",
     "DatasetError",
+    "DistributedError",
 ]
 
 
@@ -70,3 +71,7 @@ class CheckpointError(PortgdError, ValueError):
 
 class DatasetError(PortgdError, ValueError):
     """A dataset is missing, malformed or unsuitable for the requested use."""
+
+
+class DistributedError(PortgdError, RuntimeError):
+    """The processes of a data-parallel job disagree or cannot run as asked."""

@@ -20,7 +20,7 @@ from . import losses as losses_module
 from . import metrics as metrics_module
 from ._checks import positive_int
 from .callbacks import Callback, CallbackList
-from .errors import DatasetError, InputError, NonFiniteLossError, ShapeError
+from .errors import DatasetError, DistributedError, InputError, NonFiniteLossError, ShapeError
 from .history import History
 from .model import install_training_loop
 from .optim import Optimizer, make_optimizer
@@ -83,7 +83,7 @@ def _warn_double_activation(model: Sequential, loss: Loss) -> None:
             f"expects logits, so the activation is applied twice; pass from_logits=False "
             f"(portgd then uses the fused, stable gradient) or drop the last {expects}",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,  # _fit, fit, then the device wrapper around fit
         )
 
 
@@ -126,12 +126,21 @@ class _Accumulator:
         self.sums = [s + m.batch_sum(yhat, y) for s, m in zip(self.sums, self.metrics, strict=True)]
         self.samples += n
 
-    def read(self, prefix: str = "") -> dict[str, float]:
-        """One host read of everything accumulated; means per sample."""
+    def read(self, prefix: str = "", distributed: Any = None) -> dict[str, float]:
+        """One host read of everything accumulated; means per sample.
+
+        With ``distributed`` (a Communicator) the sums and sample counts of every rank are
+        added first (one small allreduce), so every rank gets the global means.
+        """
         backend = self.backend
         xp = backend.xp
         values = [xp.reshape(xp.asarray(v), (1,)) for v in (self.loss_sum, *self.sums)]
-        host = backend.to_numpy(xp.concat(values)) / max(self.samples, 1)
+        host = backend.to_numpy(xp.concat(values))
+        samples = self.samples
+        if distributed is not None:
+            host, samples = distributed.sum_totals(host, samples)
+        self.global_samples = samples
+        host = host / max(samples, 1)
         names = ["loss", *(m.name for m in self.metrics)]
         return {prefix + name: float(v) for name, v in zip(names, host, strict=True)}
 
@@ -172,6 +181,7 @@ def fit(
     seed: int | None = None,
     stop_on_nonfinite: bool = True,
     initial_epoch: int = 0,
+    distributed: Any = None,
 ) -> History:
     """Train ``model`` on ``(x, y)`` by mini-batch gradient descent; returns a History.
 
@@ -204,7 +214,40 @@ def fit(
         initial_epoch: the epoch to start at, when resuming (as Keras): epochs
             ``initial_epoch`` to ``epochs - 1`` run, and callbacks and the History see
             those numbers.
+        distributed: a :class:`portgd.distributed.Communicator` to train data-parallel
+            over its ranks (docs/scaling.md): every rank passes the same model, data and
+            arguments; each global batch of ``batch_size`` is split across the ranks and
+            the gradients are averaged weighted by each rank's sample count, so the
+            result equals one process's to rounding. Loss and metrics are global,
+            validation is sharded, and only rank 0 prints. A failure on one rank ends the
+            whole job (MPI_Abort) instead of leaving the others waiting.
     """
+    arguments = dict(locals())
+    if distributed is None:
+        return _fit(**arguments)
+    with distributed.fault_guard():
+        return _fit(**arguments)
+
+
+def _fit(
+    model: Sequential,
+    x: Any,
+    y: Any,
+    loss: str | Loss,
+    optimizer: Any,
+    epochs: int,
+    batch_size: int,
+    shuffle: bool,
+    validation_data: tuple[Any, Any] | None,
+    validation_split: float,
+    metrics: Sequence[str | metrics_module.Metric],
+    callbacks: Sequence[Callback],
+    verbose: int,
+    seed: int | None,
+    stop_on_nonfinite: bool,
+    initial_epoch: int,
+    distributed: Any,
+) -> History:
     loss = losses_module.get(loss)
     _warn_double_activation(model, loss)
     if not isinstance(optimizer, Optimizer):
@@ -234,9 +277,21 @@ def fit(
         )
     bound = _bind_metrics(metrics, loss, xp)
     rng = model.rng if seed is None else backend.rng(seed)
+    reducer = None
+    if distributed is not None:
+        _check_ranks(distributed, model, optimizer, loss, rng, x, y, validation, {
+            "epochs": epochs, "batch_size": batch_size, "shuffle": shuffle,
+            "validation_split": validation_split, "metrics": [m.name for m in bound],
+            "callbacks": [type(cb).__name__ for cb in callbacks], "seed": seed,
+            "stop_on_nonfinite": stop_on_nonfinite, "initial_epoch": initial_epoch})
+        reducer = distributed.gradient_reducer()
+        verbose = verbose if distributed.rank == 0 else 0
+        if validation is not None:
+            validation = _shard_rows(*validation, distributed)
     model.loss, model.optimizer, model.stop_training = loss, optimizer, False
     history = History()
-    hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history)
+    hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history,
+                         distributed=distributed)
     hooks.on_train_begin()
     n_batches = math.ceil(n / batch_size)
     for epoch in range(initial_epoch, epochs):
@@ -250,31 +305,40 @@ def fit(
         totals = _Accumulator(bound, backend)
         for b, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
+            if reducer is not None:  # this rank's shard of the global batch
+                first, last = distributed.shard(stop - start)
+                reducer.begin((last - first) / (stop - start))
+                start, stop = start + first, start + last
             xb, yb = xe[start:stop, ...], ye[start:stop, ...]
             yhat = model.forward(xb)
-            step = TrainingStep(model, optimizer)
+            step = TrainingStep(model, optimizer, reducer)
             totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
             step.finish()
             if progress is not None:
                 progress.step(b + 1, totals.samples, totals.read)
-        logs = totals.read()
+        logs = totals.read(distributed=distributed)
         if validation is not None:
-            logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_"))
+            logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_",
+                                  distributed))
+        if distributed is not None:  # one rank's figures: every rank decides alike
+            logs = distributed.broadcast(logs)
         if progress is not None:
-            progress.finish(logs, totals.samples)
+            progress.finish(logs, totals.global_samples)
         history.append(epoch, logs)
         hooks.on_epoch_end(epoch, logs)
+        if distributed is not None:
+            model.stop_training = distributed.broadcast(model.stop_training)
         if not math.isfinite(logs["loss"]) and stop_on_nonfinite and not model.stop_training:
-            batch = totals.first_nonfinite_batch()
+            batch = _first_nonfinite_batch(totals, distributed)
             where = "every batch loss was finite but their sum overflowed" if (
                 batch is None) else (
                 f"first at batch {batch}, samples {batch * batch_size} to "
                 f"{min((batch + 1) * batch_size, n) - 1} of the epoch's order")
-            raise NonFiniteLossError(
+            raise _everywhere(distributed, NonFiniteLossError(
                 f"the training loss became {logs['loss']} in epoch {epoch + 1} ({where}). "
                 f"Lower the learning rate, standardise the inputs or clip gradients; "
                 f"pass stop_on_nonfinite=False to keep training."
-            )
+            ))
         if model.stop_training:
             break
     hooks.on_train_end()
@@ -289,16 +353,17 @@ def _evaluate(
     metrics: Sequence[metrics_module.Metric],
     batch_size: int | None,
     prefix: str = "",
+    distributed: Any = None,
 ) -> dict[str, float]:
     n = x.shape[0]
-    step = n if batch_size is None else batch_size
+    step = max(n, 1) if batch_size is None else batch_size
     totals = _Accumulator(metrics, model.backend)
     for start in range(0, n, step):
         stop = min(start + step, n)
         xb, yb = x[start:stop, ...], y[start:stop, ...]
         yhat = model.forward(xb)
         totals.add(model.loss_value(yhat, yb, loss), yhat, yb)
-    return totals.read(prefix)
+    return totals.read(prefix, distributed)
 
 
 @on_model_device
@@ -322,6 +387,70 @@ def evaluate(
     x, y = prepare(model, x, y, loss)
     bound = _bind_metrics(metrics, loss, model.xp)
     return _evaluate(model, x, y, loss, bound, batch_size)
+
+
+# -- data parallelism (fit(distributed=...); the Communicator does the communicating) --------
+
+
+def _everywhere(distributed: Any, exc: Exception) -> Exception:
+    """``exc``, marked as raised by every rank alike when training is distributed."""
+    return exc if distributed is None else distributed.raised_everywhere(exc)
+
+
+def _shard_rows(x: Any, y: Any, distributed: Any) -> tuple[Any, Any]:
+    """This rank's contiguous share of the rows of ``(x, y)``."""
+    first, last = distributed.shard(x.shape[0])
+    return x[first:last, ...], y[first:last, ...]
+
+
+def _check_ranks(distributed: Any, model: Sequential, optimizer: Optimizer, loss: Loss,
+                 rng: Any, x: Any, y: Any, validation: tuple[Any, Any] | None,
+                 arguments: dict[str, Any]) -> None:
+    """Refuse to start unless every rank holds the same parameters, optimizer, data and
+    arguments, and every rank gets at least one sample of every global batch."""
+    backend, xp = model.backend, model.xp
+    data = [x, y] if validation is None else [x, y, *validation]
+    # column sums and position-weighted column sums: a different data set or order shows
+    fingerprints = []
+    for array in data:
+        weights = xp.arange(1, array.shape[0] + 1, dtype=array.dtype, device=backend.device)
+        fingerprints += [xp.sum(array, axis=0), weights @ array]
+    host = backend.to_numpy(xp.concat(fingerprints))
+    distributed.check_same({
+        "the parameters": b"".join(p.tobytes() for p in model.state_dict().values()),
+        "the model": model.config(),
+        "the optimizer": _optimizer_snapshot(optimizer),
+        "the loss": [type(loss).__name__, loss.config()],
+        "the data": [list(a.shape) for a in data] + [host.tobytes().hex()],
+        "the batch order (generator state)": rng.bit_generator.state,
+        "the fit arguments": arguments,
+    })
+    n, batch_size = x.shape[0], arguments["batch_size"]
+    smallest = min(batch_size, n % batch_size or batch_size)
+    if distributed.size > smallest:
+        raise distributed.raised_everywhere(DistributedError(
+            f"{distributed.size} ranks cannot share a global batch of {smallest} samples "
+            f"(batch_size={batch_size}, {n} training samples); use at most {smallest} ranks "
+            f"or a larger batch_size"
+        ))
+
+
+def _optimizer_snapshot(optimizer: Optimizer) -> Any:
+    try:
+        state = optimizer.state_dict()
+    except InputError:  # a custom learning-rate callable: compare what can be compared
+        return [type(optimizer).__name__, optimizer.step_count, optimizer.param_steps]
+    arrays = state.pop("state")
+    return [state, {name: {key: value.tobytes().hex() for key, value in entry.items()}
+                    for name, entry in arrays.items()}]
+
+
+def _first_nonfinite_batch(totals: _Accumulator, distributed: Any) -> int | None:
+    batch = totals.first_nonfinite_batch()
+    if distributed is None:
+        return batch
+    found = [b for b in distributed.allgather(batch) if b is not None]
+    return min(found) if found else None
 
 
 # Sequential.fit and Sequential.evaluate call this module's fit and evaluate; the model

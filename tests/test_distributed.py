@@ -1,0 +1,164 @@
+"""Data-parallel training over MPI: real ``mpiexec`` runs against the single-process run.
+
+Each test launches ``mpiexec -n P python tests/mpi_worker.py SCENARIO OUT`` (2 ranks, and 3
+for uneven shards) and compares what the ranks wrote with the same training in this process
+(tests/distributed_cases.py). The figure of merit is the one of issue 11: float64 parameters
+within 1e-10 relative after three epochs, for every optimizer, clipping and schedule.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import distributed_cases as cases
+import numpy as np
+import pytest
+
+import portgd
+from portgd.distributed import shard
+
+mpi4py = pytest.importorskip("mpi4py", reason="the mpi extra (mpi4py, mpich) is not installed")
+
+HERE = Path(__file__).parent
+WORKER = HERE / "mpi_worker.py"
+RTOL = 1e-10  # relative to the largest magnitude of each parameter array or log series
+
+
+def _mpiexec() -> str:
+    beside = Path(sys.executable).parent / "mpiexec"  # the mpich wheel's, in a venv
+    found = str(beside) if beside.exists() else shutil.which("mpiexec")
+    if found is None:
+        pytest.skip("no mpiexec: pip install 'portgd[mpi]'")
+    return found
+
+
+def launch(ranks: int, scenario: str, out: Path, timeout: float = 120,
+           env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    command = [_mpiexec(), "-n", str(ranks), sys.executable, str(WORKER), scenario, str(out)]
+    environment = {**os.environ, "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1",
+                   **(env or {})}
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout,
+                          env=environment)
+
+
+def _check(done: subprocess.CompletedProcess) -> None:
+    assert done.returncode == 0, f"mpiexec failed ({done.returncode}):\n{done.stderr[-4000:]}"
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path) as archive:
+        return {name: archive[name] for name in archive.files}
+
+
+def _reference(name: str) -> dict[str, np.ndarray]:
+    model, history = cases.train(name)
+    found = {f"param/{k}": v for k, v in model.state_dict().items()}
+    found.update({f"log/{k}": np.asarray(v) for k, v in history.history.items()})
+    return found
+
+
+def assert_close(got: dict[str, np.ndarray], want: dict[str, np.ndarray], where: str) -> None:
+    assert got.keys() == want.keys(), where
+    for key, value in want.items():
+        scale = float(np.max(np.abs(value)))
+        error = float(np.max(np.abs(got[key] - value)))
+        assert error <= RTOL * scale, f"{where} {key}: max error {error:.3g}, scale {scale:.3g}"
+
+
+def assert_ranks_identical(out: Path, name: str, ranks: int) -> dict[str, np.ndarray]:
+    first = _read(out / f"{name}-rank0.npz")
+    for rank in range(1, ranks):
+        other = _read(out / f"{name}-rank{rank}.npz")
+        for key, value in first.items():
+            np.testing.assert_array_equal(other[key], value, err_msg=f"{name} rank {rank} {key}")
+    return first
+
+
+def test_shards_cover_the_batch_in_order_with_sizes_differing_by_at_most_one():
+    for n in (1, 6, 16, 17):
+        for size in range(1, n + 1):
+            bounds = [shard(n, r, size) for r in range(size)]
+            assert bounds[0][0] == 0 and bounds[-1][1] == n
+            assert all(a[1] == b[0] for a, b in itertools.pairwise(bounds))
+            sizes = [stop - start for start, stop in bounds]
+            assert max(sizes) - min(sizes) <= 1 and sizes == sorted(sizes, reverse=True)
+
+
+@pytest.fixture(scope="module")
+def references():
+    return {name: _reference(name) for name in cases.CASES}
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_n_ranks_equal_one_process_and_resume_on_another_rank_count(ranks, tmp_path_factory,
+                                                                    references):
+    """Every optimizer, clipping and schedule; 3 ranks shard 16 as 6/5/5, the short batch
+    of 6 as 2/2/2, and the 18 validation samples as 6/6/6. The 2-rank run writes a
+    checkpoint after epoch 2, which the 3-rank run (and one process) resume."""
+    out = tmp_path_factory.getbasetemp() / "mpi"  # shared by both parametrisations
+    out.mkdir(exist_ok=True)
+    scenario = "equivalence+resume_save" if ranks == 2 else "equivalence+resume_load"
+    if ranks == 3 and not (out / "ckpt-2.npz").exists():
+        pytest.skip("needs the checkpoint of the 2-rank run")
+    _check(launch(ranks, scenario, out))
+    for name in cases.CASES:
+        got = assert_ranks_identical(out, name, ranks)
+        assert_close(got, references[name], f"{ranks} ranks, {name}")
+    if ranks == 3:
+        resumed = assert_ranks_identical(out, "resumed", ranks)
+        uninterrupted = references["adam"]
+        for key in [k for k in uninterrupted if k.startswith("param/")]:
+            assert_close({key: resumed[key]}, {key: uninterrupted[key]}, "2 -> 3 ranks")
+        for key in [k for k in resumed if k.startswith("log/")]:  # epoch 3 only
+            assert_close({key: resumed[key]}, {key: uninterrupted[key][-1:]}, "2 -> 3 ranks")
+        # and on one process, without MPI
+        model, _ = cases.resume(out / "ckpt-2.npz")
+        for key, value in model.state_dict().items():
+            assert_close({key: value}, {key: uninterrupted[f"param/{key}"]}, "2 -> 1 rank")
+
+
+def test_a_mismatch_or_too_many_ranks_is_refused_on_every_rank(tmp_path):
+    _check(launch(2, "mismatches", tmp_path))
+    for rank in (0, 1):
+        said = json.loads((tmp_path / f"mismatches-rank{rank}.json").read_text())
+        assert "the parameters: rank(s) [1] differ from rank 0" in said["seed"]
+        assert "the optimizer: rank(s) [1] differ from rank 0" in said["lr"]
+        assert "the fit arguments: rank(s) [1] differ from rank 0" in said["batch_size"]
+        assert "the data: rank(s) [1] differ from rank 0" in said["data"]
+        assert "2 ranks cannot share a global batch of 1 samples" in said["too_many_ranks"]
+
+
+@pytest.mark.parametrize("how", ["exception", "kill"])
+def test_a_failing_rank_ends_the_whole_job_within_seconds(how, tmp_path):
+    """Rank 1 fails at the end of epoch 1 of 50 while rank 0 waits in an allreduce."""
+    started = time.perf_counter()
+    done = launch(2, how, tmp_path, timeout=60)
+    seconds = time.perf_counter() - started
+    assert done.returncode != 0
+    if how == "exception":
+        assert "rank 1 of 2 failed: RuntimeError: injected failure" in done.stderr
+    print(f"{how}: the job ended in {seconds:.1f} s with exit status {done.returncode}")
+
+
+def test_without_mpi4py_the_error_says_how_to_install(monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_mpi(name, *args, **kwargs):
+        if name.startswith("mpi4py"):
+            raise ImportError("No module named 'mpi4py'")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_mpi)
+    from portgd.distributed import Communicator
+
+    with pytest.raises(portgd.InputError, match=r"pip install 'portgd\[mpi\]'"):
+        Communicator()

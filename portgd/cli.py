@@ -88,6 +88,31 @@ def _nonnegative(text: str) -> int:
     return value
 
 
+def _float_in(text: str, low: float, high: float, low_open: bool, high_open: bool,
+              what: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    inside = math.isfinite(value) and (value > low if low_open else value >= low) and (
+        value < high if high_open else value <= high)
+    if not inside:
+        raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    return _float_in(text, 0.0, 1.0, False, True, "a number in [0, 1)")
+
+
+def _nonnegative_float(text: str) -> float:
+    return _float_in(text, 0.0, math.inf, False, True, "a finite number >= 0")
+
+
+def _positive_float(text: str) -> float:
+    return _float_in(text, 0.0, math.inf, True, True, "a finite number > 0")
+
+
 def _hidden(text: str) -> list[int]:
     """``"128,64"`` -> [128, 64]; ``""`` -> [] (no hidden layer: a linear model)."""
     try:
@@ -356,29 +381,66 @@ def _check_memory(widths: list[int], args: argparse.Namespace, train: Any, test:
     _preflight.check_memory(estimate, backend)
 
 
-def _fit_quietly(model: Any, guard: _DivergenceGuard, **options: Any) -> Any:
+def _fit_quietly(model: Any, guard: _DivergenceGuard, callbacks: list[Any],
+                 **options: Any) -> Any:
     """``model.fit`` with NumPy's overflow warnings kept from the user: divergence is
     reported by ``guard`` (or fit's NonFiniteLossError) in portgd's words instead."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         try:
-            return model.fit(callbacks=[guard], stop_on_nonfinite=not guard.keep_going,
-                             **options)
+            return model.fit(callbacks=[guard, *callbacks],
+                             stop_on_nonfinite=not guard.keep_going, **options)
         except NonFiniteLossError as exc:  # the guard normally speaks first
             raise TrainingDiverged(guard.message or str(exc)) from None
 
 
-def _cmd_train(args: argparse.Namespace) -> int:
-    from . import optim
-    from .checkpoint import load, save
+def _save_interrupted(args: argparse.Namespace, exc: KeyboardInterrupt, last: Any,
+                      model: Any, optimizer: Any, metadata: dict[str, Any]) -> int:
+    """After Ctrl-C or SIGTERM: save the last completed epoch (with --save) and say so."""
+    from ._files import signals_held
+    from ._runs import Terminated
+    from .checkpoint import save
+
+    status = 143 if isinstance(exc, Terminated) else 130
+    what = "terminated (SIGTERM)" if status == 143 else "interrupted"
+    with signals_held():  # a second Ctrl-C waits until the checkpoint is complete
+        if last is None or last.epoch is None:
+            note = ("; no epoch had finished, nothing saved" if args.save else "")
+        else:
+            last.restore(model, optimizer)
+            save(args.save, model, optimizer, epoch=last.epoch, **metadata)
+            note = (f"; the last completed epoch ({last.epoch}) is saved in {args.save}: "
+                    f"continue with portgd train --resume {args.save}")
+        print(f"portgd: {what}{note}", file=sys.stderr, flush=True)
+    return status
+
+
+def _new_model(args: argparse.Namespace, train: Any, outputs: int, output: str,
+               backend: Any) -> Any:
     from .model import mlp
+
+    return mlp(train.n_features, args.hidden, outputs, activation=args.activation,
+               output=output, seed=args.seed, dtype=args.dtype, backend=backend)
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from . import _runs, optim
+    from .callbacks import EarlyStopping
+    from .checkpoint import load, save
 
     if args.save is not None:
         _preflight.output_file(args.save, "--save", (".npz",))
     if args.plot is not None:
         _preflight.plot_file(args.plot)
+    if args.restore_best and args.patience is None:
+        raise InputError("--restore-best applies to early stopping: give --patience N too")
     backend = get_backend(args.backend, args.device)
     resumed = load(args.resume, backend=backend) if args.resume else None
+    if resumed is not None and _runs.given_optimizer_options(args):
+        raise InputError(
+            f"with --resume the optimizer and its settings come from the checkpoint; leave "
+            f"out {', '.join(_runs.given_optimizer_options(args))}"
+        )
     recorded = _recorded(resumed.metadata, args.resume) if resumed else {}
     _resolve_data_settings(args, recorded)
     if resumed is not None and args.dtype not in (None, resumed.model.dtype_name):
@@ -390,7 +452,15 @@ def _cmd_train(args: argparse.Namespace) -> int:
         args.dtype = resumed.model.dtype_name if resumed else DEFAULT_DTYPE
     classes = recorded["classes"] if resumed and args.data else None
     train, test = _split(args, _load_data(args, backend, args.dtype, classes))
+    validation = test
+    if args.validation_fraction:
+        train, validation = train.split(args.validation_fraction, seed=args.seed,
+                                        stratify=train.num_classes is not None)
     loss, output, outputs = _loss_and_output(args.loss, train.num_classes)
+    if args.batch_size > train.n_samples:
+        raise InputError(f"--batch-size {args.batch_size} is larger than the {train.n_samples} "
+                         f"training samples; use --batch-size {train.n_samples} or less")
+    steps_per_epoch = math.ceil(train.n_samples / args.batch_size)
     if resumed is not None:
         model, optimizer, _ = resumed
         _check_fits(model, train, outputs, args.resume, _source(args))
@@ -399,42 +469,51 @@ def _cmd_train(args: argparse.Namespace) -> int:
         _check_memory(_dense_widths(model), args, train, test, optimizer_name, backend)
         if optimizer is None:
             optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
+        base_lr = optimizer.lr
     else:
+        optimizer = _runs.optimizer_from_options(args, steps_per_epoch)
         _check_memory([train.n_features, *args.hidden, outputs], args, train, test,
                       args.optimizer, backend)
-        model = mlp(train.n_features, args.hidden, outputs, activation=args.activation,
-                    output=output, seed=args.seed, dtype=args.dtype, backend=backend)
-        optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
-        first_epoch = 0
-    if args.batch_size > train.n_samples:
-        raise InputError(f"--batch-size {args.batch_size} is larger than the {train.n_samples} "
-                         f"training samples; use --batch-size {train.n_samples} or less")
+        model = _new_model(args, train, outputs, output, backend)
+        first_epoch, base_lr = 0, args.lr
     metrics = _metrics(train)
     xp = backend.xp
     if not args.json:
         print(f"portgd {__version__}: {train.name} ({train.n_samples} train, "
               f"{test.n_samples} test, {train.n_features} features) on {backend.name} "
               f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
-              f"optimizer {type(optimizer).__name__} lr={optimizer.lr:g}")
-    guard = _DivergenceGuard(_guess_loss(loss, train), optimizer.lr, args.keep_going)
-    history = _fit_quietly(
-        model, guard,
-        x=train.X, y=_targets_for(loss, train.y, xp), loss=_loss_object(loss),
-        optimizer=optimizer, epochs=first_epoch + args.epochs, initial_epoch=first_epoch,
-        batch_size=args.batch_size, metrics=metrics, verbose=0 if args.json or args.quiet else 1,
-        validation_data=(test.X, _targets_for(loss, test.y, xp)),
-    )
+              f"optimizer {type(optimizer).__name__} lr={base_lr:g}"
+              f"{_runs.describe_schedule(args) if resumed is None else ''}")
+    guard = _DivergenceGuard(_guess_loss(loss, train), base_lr, args.keep_going)
+    early = None if args.patience is None else EarlyStopping(
+        "val_loss", patience=args.patience, restore_best=args.restore_best)
+    last = _runs.LastEpoch() if args.save else None
+    metadata = {"split": {"seed": args.seed, "test_size": args.test_size}, "loss": loss,
+                **_data_metadata(args, train)}
+    try:
+        with _runs.interrupts_raise():
+            history = _fit_quietly(
+                model, guard, [c for c in (early, last) if c is not None],
+                x=train.X, y=_targets_for(loss, train.y, xp), loss=_loss_object(loss),
+                optimizer=optimizer, epochs=first_epoch + args.epochs,
+                initial_epoch=first_epoch, batch_size=args.batch_size, metrics=metrics,
+                verbose=0 if args.json or args.quiet else 1,
+                validation_data=(validation.X, _targets_for(loss, validation.y, xp)),
+            )
+    except KeyboardInterrupt as exc:
+        return _save_interrupted(args, exc, last, model, optimizer, metadata)
     if guard.message is not None:
         print(f"portgd: warning: {guard.message.split('. Lower')[0]}; kept going (--keep-going)",
               file=sys.stderr)
-    # the held-out part is fit's validation data: its last epoch's figures are the final ones
-    final = {name[len("val_"):]: values[-1] for name, values in history.history.items()
-             if name.startswith("val_")}
+    if validation is test:  # the held-out part was the validation data: its last figures
+        final = {name[len("val_"):]: values[-1] for name, values in history.history.items()
+                 if name.startswith("val_")}
+    else:
+        final = model.evaluate(test.X, _targets_for(loss, test.y, xp), loss=_loss_object(loss),
+                               metrics=metrics)
     epochs_done = first_epoch + len(history)
     if args.save:
-        save(args.save, model, optimizer, epoch=epochs_done,
-             split={"seed": args.seed, "test_size": args.test_size}, loss=loss,
-             **_data_metadata(args, train))
+        save(args.save, model, optimizer, epoch=epochs_done, **metadata)
     if args.plot:
         history.plot(args.plot)
     summary = {
@@ -444,10 +523,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
         "train_loss": history["loss"][-1], "test_loss": final["loss"],
         "test_accuracy": final.get("accuracy"), "history": history.to_dict(),
         "saved": args.save, "plot": args.plot,
+        "stopped_early": None if early is None or early.stopped_epoch is None else {
+            "epoch": early.stopped_epoch + 1,
+            "best_epoch": None if early.best_epoch is None else early.best_epoch + 1,
+            "restored": bool(args.restore_best and early.best_state is not None)},
     }
     if args.json:
         print(json.dumps(summary))
     else:
+        stopped = summary["stopped_early"]
+        if stopped:
+            restored = (f"; the weights of epoch {stopped['best_epoch']} are restored"
+                        if stopped["restored"] else "")
+            print(f"stopped early after epoch {stopped['epoch']}: val_loss has not improved "
+                  f"for {args.patience} epoch(s){restored}")
         accuracy = final.get("accuracy")
         result = f"held-out accuracy {accuracy:.4f}" if accuracy is not None else (
             f"held-out loss {final['loss']:.6g}")
@@ -638,8 +727,40 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--optimizer", default="adam",
                        choices=["sgd", "momentum", "adagrad", "rmsprop", "adam", "adamw"],
                        help="the update rule")
-    train.add_argument("--lr", type=float, default=1e-3,
+    train.add_argument("--lr", type=_positive_float, default=1e-3,
                        help="learning rate (ignored with --resume: the checkpoint's)")
+    train.add_argument("--momentum", type=_fraction, default=None,
+                       help="momentum of sgd, momentum and rmsprop (default: 0.9 for "
+                            "--optimizer momentum, else 0)")
+    train.add_argument("--nesterov", action="store_true",
+                       help="Nesterov momentum (sgd with --momentum, or momentum)")
+    train.add_argument("--weight-decay", type=_nonnegative_float, default=None,
+                       help="L2 penalty coefficient (default: the optimizer's: 0.01 for "
+                            "adamw, else 0); decoupled for adamw")
+    train.add_argument("--clip-norm", type=_positive_float, default=None,
+                       help="rescale each step's gradients to a global L2 norm of at most "
+                            "this (default: no clipping)")
+    train.add_argument("--clip-value", type=_positive_float, default=None,
+                       help="clip each gradient element to [-value, value] (default: no "
+                            "clipping)")
+    train.add_argument("--schedule", choices=["constant", "cosine"], default="constant",
+                       help="learning rate over the run: constant, or cosine decay from --lr "
+                            "to --min-lr")
+    train.add_argument("--warmup", type=_nonnegative, default=0, metavar="EPOCHS",
+                       help="raise the learning rate linearly from 0 to --lr over the first "
+                            "EPOCHS epochs")
+    train.add_argument("--min-lr", type=_nonnegative_float, default=None,
+                       help="the rate --schedule cosine ends at (default: 0)")
+    train.add_argument("--patience", type=_positive, default=None, metavar="EPOCHS",
+                       help="early stopping: stop when val_loss has not improved for EPOCHS "
+                            "epochs (default: train every epoch)")
+    train.add_argument("--restore-best", action="store_true",
+                       help="with --patience: end with the weights of the best epoch")
+    train.add_argument("--validation-fraction", type=_fraction, default=0.0,
+                       metavar="FRACTION",
+                       help="hold this fraction of the training part out as validation data "
+                            "(for --patience), keeping the held-out test part unseen; 0: the "
+                            "held-out part is the validation data")
     train.add_argument("--epochs", type=_positive, default=20,
                        help="epochs to train (with --resume: epochs added to the checkpoint's)")
     train.add_argument("--batch-size", type=_positive, default=32,

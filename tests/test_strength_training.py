@@ -1,0 +1,216 @@
+"""The training loop's bookkeeping, as properties: the epoch loss is the sample-weighted mean
+of the batch losses at the weights each batch saw, every sample is seen once per epoch, and
+the batch order comes from ``fit(seed=...)`` when given, else from the model's generator.
+
+Written against the public surface only (``fit``, ``evaluate``, ``state_dict``, a custom
+``Layer``), in float64 on NumPy: the bookkeeping is backend-independent, and the cross-backend
+equality of training runs is tested in test_equivalence.py.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from portgd import Sequential, optim
+from portgd.layers import Dense, Layer, Sigmoid, Tanh
+from portgd.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
+
+SETTINGS = settings(max_examples=20, deadline=None,
+                    suppress_health_check=[HealthCheck.too_slow])
+
+#: the same sums in another order: a few float64 roundings apart
+REL = 1e-12
+
+
+def _data(n: int, features: int = 3, outputs: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, features))
+    y = rng.normal(size=(n, outputs))
+    return x, y
+
+
+def _regressor(seed: int = 0, outputs: int = 2) -> Sequential:
+    return Sequential([Dense(3, 4), Tanh(), Dense(4, outputs)], seed=seed, dtype="float64")
+
+
+@SETTINGS
+@given(n=st.integers(1, 40), data=st.data())
+def test_epoch_loss_equals_evaluate_on_the_same_weights(n, data):
+    """With lr = 0 the weights never move, so each epoch's loss is the loss of those weights
+    on all n samples: evaluate's number, whatever the batch size (a short last batch too)."""
+    batch_size = data.draw(st.integers(1, n), label="batch_size")
+    x, y = _data(n)
+    model = _regressor()
+    expected = model.evaluate(x, y, loss="mse")["loss"]
+    history = model.fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.0), epochs=2,
+                        batch_size=batch_size, verbose=0, seed=1)
+    assert history.history["loss"] == pytest.approx([expected, expected], rel=REL)
+
+
+@SETTINGS
+@given(n=st.integers(2, 30), data=st.data())
+def test_epoch_loss_is_the_sample_weighted_mean_of_the_batch_losses(n, data):
+    """With lr > 0: replay the epoch batch by batch (no shuffle, stateless SGD). The epoch
+    loss is sum_b n_b L_b / n with L_b the mean loss of batch b at the weights before its
+    step; the unweighted mean of the L_b differs when the last batch is short."""
+    batch_size = data.draw(st.integers(1, n), label="batch_size")
+    x, y = _data(n, seed=n)
+    model = _regressor(seed=2)
+    replay = _regressor(seed=2)
+    epoch = model.fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.05), batch_size=batch_size,
+                      shuffle=False, verbose=0).history["loss"][0]
+    weighted, sgd = 0.0, optim.SGD(lr=0.05)
+    for start in range(0, n, batch_size):
+        xb, yb = x[start:start + batch_size], y[start:start + batch_size]
+        weighted += len(xb) * replay.evaluate(xb, yb, loss="mse")["loss"]
+        replay.fit(xb, yb, loss="mse", optimizer=sgd, batch_size=len(xb), verbose=0)
+    assert epoch == pytest.approx(weighted / n, rel=REL)
+    for name, value in model.state_dict().items():
+        np.testing.assert_allclose(value, replay.state_dict()[name], rtol=REL, atol=1e-15)
+
+
+def test_epoch_loss_with_a_short_last_batch_is_not_the_mean_of_batch_means():
+    """The case that separates the two: 5 samples in batches of 4 and 1."""
+    x, y = _data(5)
+    y[4] = 100.0  # the lone last sample has a large loss
+    model = _regressor()
+    expected = model.evaluate(x, y, loss="mse")["loss"]
+    got = model.fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.0), batch_size=4,
+                    shuffle=False, verbose=0).history["loss"][0]
+    first, last = model.evaluate(x[:4], y[:4])["loss"], model.evaluate(x[4:], y[4:])["loss"]
+    assert got == pytest.approx(expected, rel=REL)
+    assert got == pytest.approx((4 * first + last) / 5, rel=REL)
+    assert abs(got - (first + last) / 2) > 0.1 * got
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "mse", "mae"])
+def test_epoch_metrics_are_sample_weighted_too(metric):
+    x, y = _data(7, outputs=1)
+    y = (y > 0).astype(float)
+    model = Sequential([Dense(3, 1), Sigmoid()], seed=4, dtype="float64")
+    expected = model.evaluate(x, y, loss="bce", metrics=[metric])
+    history = model.fit(x, y, loss="bce", optimizer=optim.SGD(lr=0.0), batch_size=3,
+                        verbose=0, metrics=[metric], validation_data=(x, y), seed=0)
+    for key in ("loss", metric):
+        assert history.history[key][0] == pytest.approx(expected[key], rel=REL)
+        assert history.history["val_" + key][0] == pytest.approx(expected[key], rel=REL)
+
+
+# ---------------------------------------------------------------------------------------------
+# batch order
+
+
+class _Recorder(Layer):
+    """Passes its input through and records column 0 of every batch (the sample index)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.batches: list[list[int]] = []
+
+    def forward(self, x):
+        self.batches.append([int(v) for v in np.asarray(x[:, 0]).tolist()])
+        return x
+
+
+def _orders(model_seed: int, fit_seed: int | None, n: int = 23, batch_size: int = 5,
+            epochs: int = 2, shuffle: bool = True) -> list[list[list[int]]]:
+    """The batches of each epoch, as lists of sample indices."""
+    recorder = _Recorder()
+    model = Sequential([recorder, Dense(2, 1)], seed=model_seed, dtype="float64")
+    x = np.stack([np.arange(n, dtype=float), np.ones(n)], axis=1)
+    model.fit(x, np.zeros(n), loss="mse", optimizer=optim.SGD(lr=0.0), epochs=epochs,
+              batch_size=batch_size, shuffle=shuffle, verbose=0, seed=fit_seed)
+    per_epoch = -(-n // batch_size)
+    return [recorder.batches[e * per_epoch:(e + 1) * per_epoch] for e in range(epochs)]
+
+
+@pytest.mark.parametrize("n,batch_size", [(23, 5), (10, 10), (7, 1), (9, 4)])
+def test_every_epoch_sees_every_sample_once_in_full_batches_then_the_rest(n, batch_size):
+    for fit_seed in (None, 3):
+        for epoch in _orders(0, fit_seed, n, batch_size, epochs=3):
+            sizes = [len(b) for b in epoch]
+            expected = [batch_size] * (n // batch_size) + ([n % batch_size] if n % batch_size
+                                                            else [])
+            assert sizes == expected
+            assert sorted(i for b in epoch for i in b) == list(range(n))
+
+
+def test_two_fit_seeds_give_two_orders_and_each_is_reproducible():
+    one, two = _orders(0, 1), _orders(0, 2)
+    assert one != two
+    assert one[0] != two[0] and one[1] != two[1]
+    assert _orders(0, 1) == one
+
+
+def test_the_fit_seed_wins_over_the_model_seed():
+    """Models with different seeds (different weights, different generators) given the same
+    fit seed draw the same batch order."""
+    assert _orders(0, 7) == _orders(1, 7)
+    assert _orders(0, 7) == _orders(12345, 7)
+
+
+def test_without_a_fit_seed_the_model_generator_orders_the_batches():
+    same, other = _orders(5, None), _orders(6, None)
+    assert same == _orders(5, None)
+    assert same != other
+    assert same[0] != same[1]  # a new order every epoch
+
+
+def test_shuffle_false_keeps_the_data_order():
+    for epoch in _orders(0, 1, n=11, batch_size=4, shuffle=False):
+        assert epoch == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10]]
+
+
+def test_the_fit_seed_changes_the_trained_weights():
+    """The order is not only drawn but used: two seeds train to two different models, one
+    seed twice to the same one."""
+    x, y = _data(20)
+
+    def trained(seed):
+        model = _regressor()
+        model.fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.1), batch_size=3, epochs=2,
+                  verbose=0, seed=seed)
+        return model.state_dict()["0.weight"]
+
+    assert not np.array_equal(trained(1), trained(2))
+    np.testing.assert_array_equal(trained(1), trained(1))
+
+
+# ---------------------------------------------------------------------------------------------
+# fit's loss matches the loss evaluate reports, for every loss and its fused form
+
+
+@pytest.mark.parametrize("loss,last,outputs", [
+    (BinaryCrossEntropy(), Sigmoid(), 3),
+    (BinaryCrossEntropy(reduction="sum"), Sigmoid(), 2),
+    (BinaryCrossEntropy(from_logits=True), None, 3),
+    (CategoricalCrossEntropy(from_logits=False), "softmax", 3),
+    (CategoricalCrossEntropy(reduction="sum"), None, 4),
+    (MSE(reduction="sum"), None, 2),
+], ids=["bce-fused", "bce-fused-sum", "bce-logits", "ce-fused", "ce-sum", "mse-sum"])
+def test_epoch_loss_equals_evaluate_for_every_loss(loss, last, outputs):
+    from portgd.layers import Softmax
+
+    layers = [Dense(3, 4), Tanh(), Dense(4, outputs)]
+    if last is not None:
+        layers.append(Softmax() if last == "softmax" else last)
+    model = Sequential(layers, seed=0, dtype="float64")
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(9, 3))
+    if isinstance(loss, CategoricalCrossEntropy):
+        y = rng.integers(0, outputs, size=9)
+    else:
+        y = rng.uniform(0, 1, size=(9, outputs))
+    got = model.fit(x, y, loss=loss, optimizer=optim.SGD(lr=0.0), batch_size=4, verbose=0,
+                    shuffle=False).history["loss"][0]
+    # docs/numerics.md: sum over batches of (batch loss * batch size) / samples, for either
+    # reduction; a one-batch evaluate is that batch's loss
+    weighted = sum(len(x[s:s + 4]) * model.evaluate(x[s:s + 4], y[s:s + 4], loss=loss)["loss"]
+                   for s in range(0, 9, 4))
+    assert got == pytest.approx(weighted / 9, rel=REL)
+    assert model.evaluate(x, y, loss=loss, batch_size=4)["loss"] == pytest.approx(got, rel=REL)
+    if loss.reduction == "mean":
+        assert got == pytest.approx(model.evaluate(x, y, loss=loss)["loss"], rel=REL)

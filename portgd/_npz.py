@@ -49,6 +49,8 @@ MAX_HEADER_BYTES = 65536
 MAX_DEFLATE_RATIO = 1032
 #: number dtypes an array may hold: bool, signed and unsigned integers, floats
 NUMBER_KINDS = "biuf"
+#: ... and text (NumPy's fixed-width unicode and byte strings), for class names in data files
+TEXT_KINDS = "US"
 #: the end-of-central-directory record of a ZIP archive: signature, disk numbers, entry
 #: counts (this disk, all), directory size and offset, comment length
 _END_RECORD = struct.Struct("<4s4H2LH")
@@ -82,8 +84,12 @@ def _read_exactly(stream: IO[bytes], count: int, where: Where, what: str) -> byt
     return data
 
 
-def parse_header(text: str, where: Where) -> tuple[np.dtype[Any], bool, tuple[int, ...]]:
-    """``(dtype, fortran_order, shape)`` from the text of an NPY header dict, validated."""
+def parse_header(text: str, where: Where,
+                 kinds: str = NUMBER_KINDS) -> tuple[np.dtype[Any], bool, tuple[int, ...]]:
+    """``(dtype, fortran_order, shape)`` from the text of an NPY header dict, validated.
+
+    ``kinds`` are the dtype kinds accepted (``numpy.dtype.kind`` letters).
+    """
     try:
         fields = ast.literal_eval(text)
     except (SyntaxError, ValueError, TypeError, MemoryError, RecursionError) as exc:
@@ -106,12 +112,12 @@ def parse_header(text: str, where: Where) -> tuple[np.dtype[Any], bool, tuple[in
         raise where.fail(f"declares an unknown dtype {descr!r} ({exc})") from None
     if dtype.hasobject:
         raise where.fail(
-            "holds pickled Python objects; portgd refuses to load them because unpickling can "
-            "execute code"
+            "holds Python objects (pickled); portgd refuses to load pickled Python objects "
+            "because unpickling can execute code"
         )
-    if dtype.kind not in NUMBER_KINDS or dtype.fields is not None or dtype.subdtype is not None:
-        raise where.fail(f"declares the dtype {descr!r}; only bool, integer and float arrays "
-                         f"are read")
+    if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
+        allowed = "bool, integer and float" + (" and text" if "U" in kinds else "")
+        raise where.fail(f"declares the dtype {descr!r}; only {allowed} arrays are read")
     if not isinstance(fortran, bool):
         raise where.fail(f"declares fortran_order={fortran!r}, not True or False")
     if (not isinstance(shape, tuple) or len(shape) > 32
@@ -120,10 +126,12 @@ def parse_header(text: str, where: Where) -> tuple[np.dtype[Any], bool, tuple[in
     return dtype, fortran, shape
 
 
-def read_npy(stream: IO[bytes], size: int, where: Where) -> np.ndarray:
+def read_npy(stream: IO[bytes], size: int, where: Where,
+             kinds: str = NUMBER_KINDS) -> np.ndarray:
     """The array in the NPY data ``stream`` of ``size`` bytes, checked before allocating.
 
-    Returns a writeable, native-byte-order array that owns its memory.
+    ``kinds`` are the dtype kinds accepted. Returns a writeable, native-byte-order array
+    that owns its memory.
     """
     prefix = _read_exactly(stream, 8, where, "NPY magic string")
     if prefix[:6] != MAGIC:
@@ -147,7 +155,7 @@ def read_npy(stream: IO[bytes], size: int, where: Where) -> np.ndarray:
         text = raw.decode("utf-8" if version == (3, 0) else "latin-1")
     except UnicodeDecodeError as exc:
         raise where.fail(f"has an NPY header that is not UTF-8 ({exc.reason})") from None
-    dtype, fortran, shape = parse_header(text, where)
+    dtype, fortran, shape = parse_header(text, where, kinds)
     nbytes = math.prod(shape) * dtype.itemsize
     if start + length + nbytes != size:
         raise where.fail(
@@ -159,6 +167,19 @@ def read_npy(stream: IO[bytes], size: int, where: Where) -> np.ndarray:
         raise where.fail("has bytes after its array data")
     values = np.frombuffer(data, dtype=dtype).reshape(shape, order="F" if fortran else "C")
     return values.astype(dtype.newbyteorder("="), order="C", copy=True)
+
+
+def read_npy_file(path: Path, error: type[PortgdError], advice: str,
+                  kinds: str = NUMBER_KINDS) -> np.ndarray:
+    """The array in the ``.npy`` file ``path``, validated as :func:`read_npy` does."""
+    where = Where(path, error, advice)
+    try:
+        with open(path, "rb") as handle:
+            return read_npy(handle, os.fstat(handle.fileno()).st_size, where, kinds)
+    except FileNotFoundError:
+        raise where.fail("does not exist") from None
+    except OSError as exc:
+        raise where.fail(f"cannot be read ({exc.strerror or exc})") from None
 
 
 def _declared_entries(path: Path, size: int) -> int | None:
@@ -228,8 +249,11 @@ class NpzArchive:
                 f"end of the {self._size}-byte file"
             )
 
-    def array(self, name: str) -> np.ndarray:
-        """The array ``name`` (without ``.npy``), validated; the error names a missing one."""
+    def array(self, name: str, kinds: str = NUMBER_KINDS) -> np.ndarray:
+        """The array ``name`` (without ``.npy``), validated; the error names a missing one.
+
+        ``kinds`` are the dtype kinds accepted.
+        """
         entry = f"{name}.npy"
         where = self._where.at(entry)
         info = self._entries.get(entry)
@@ -238,7 +262,7 @@ class NpzArchive:
         self._check_entry(info, where)
         try:
             with self._zip.open(info) as stream:
-                return read_npy(stream, info.file_size, where)
+                return read_npy(stream, info.file_size, where, kinds)
         except PortgdError:
             raise
         except ZIP_ERRORS as exc:

@@ -37,7 +37,9 @@ TARGETS = fuzz.targets()
 BASE = TARGETS["checkpoint"].base
 
 # Kinds of corruption whose every case must be refused, or must load (they keep the file valid).
-ALWAYS_REFUSED = {"truncate", "member_truncate", "huge_shape", "duplicate", "drop"}
+_ZIP_REFUSED = {"truncate", "member_truncate", "huge_shape", "duplicate", "drop"}
+ALWAYS_REFUSED = {"checkpoint": _ZIP_REFUSED, "evaluate": _ZIP_REFUSED, "npz": _ZIP_REFUSED,
+                  "idx": {"truncate", "extend", "huge_shape"}, "npy": {"truncate", "huge_shape"}}
 ALWAYS_LOADED = {"deflate"}
 
 
@@ -49,14 +51,15 @@ def _cases(target_name, count):
 @pytest.mark.parametrize(
     ("target_name", "mutation", "count"),
     _cases("checkpoint", 60) + _cases("evaluate", 15) + _cases("idx", 80)
-    + _cases("mnist-images", 30) + _cases("mnist-labels", 30),
+    + _cases("mnist-images", 30) + _cases("mnist-labels", 30) + _cases("csv", 60)
+    + _cases("npy", 60) + _cases("npz", 40) + _cases("train-csv", 8),
 )
 def test_every_corruption_loads_or_is_a_portgd_error(tmp_path, target_name, mutation, count):
     target = TARGETS[target_name]
     report = fuzz.fuzz(target, count, SEED, tmp_path, mutation=mutation)
     assert report.findings == []
     assert report.total() == count
-    if mutation in ALWAYS_REFUSED:
+    if mutation in ALWAYS_REFUSED.get(target_name, ()):
         assert report.total("refused") == count
     if mutation in ALWAYS_LOADED:
         assert report.total("loaded") == count
@@ -201,6 +204,64 @@ def test_portgd_evaluate_prints_one_error_line_and_no_traceback(tmp_path, corrup
     assert done.stderr.startswith(f"portgd: error: {path}")
     assert fragment in done.stderr
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+# -- --data files ------------------------------------------------------------------------------
+DATA = fuzz.data_files()
+
+
+def test_a_data_npy_whose_header_breaks_numpys_tokenizer_is_a_dataset_error(tmp_path):
+    _, text, values = fuzz.split_npy(DATA["npy"])
+    path = _write(tmp_path, fuzz.join_npy(text.replace("(", "((", 1), values), "d.npy")
+    with pytest.raises(portgd.DatasetError, match="has an unreadable NPY header"):
+        portgd.datasets.from_file(path, backend="numpy")
+
+
+def test_portgd_train_on_a_damaged_data_file_prints_one_error_line(tmp_path):
+    _, text, values = fuzz.split_npy(DATA["npy"])
+    path = _write(tmp_path, fuzz.join_npy(text.replace("(", "((", 1), values), "d.npy")
+    done = subprocess.run([sys.executable, "-m", "portgd", "train", "--data", str(path)],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"portgd: error: {path} has an unreadable NPY header")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+@pytest.mark.parametrize("kind", ["npy", "npz"])
+def test_a_data_file_declaring_a_huge_shape_is_refused_before_allocating(tmp_path, kind):
+    if kind == "npy":
+        values = fuzz.split_npy(DATA["npy"])[2]
+        data = fuzz.join_npy(fuzz._header_dict("<f8", False, (2**40, 4)), values)
+    else:
+        entries = dict(fuzz.members(DATA["npz"]))
+        values = fuzz.split_npy(entries["X.npy"])[2]
+        entries["X.npy"] = fuzz.join_npy(fuzz._header_dict("<f8", False, (10**12, 3)), values)
+        data = fuzz.archive(list(entries.items()))
+    path = _write(tmp_path, data, f"d.{kind}")
+    tracemalloc.start()
+    try:
+        with pytest.raises(portgd.DatasetError, match="declares shape"):
+            portgd.datasets.from_file(path, backend="numpy")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1_000_000
+
+
+def test_a_member_that_is_not_npy_in_a_data_npz_is_missing(tmp_path):
+    # numpy.load returned it as bytes, which then failed as an array
+    entries = [("X" if name == "X.npy" else name, blob) for name, blob in fuzz.members(DATA["npz"])]
+    with pytest.raises(portgd.DatasetError, match=r"has the entries \['y'\]"):
+        portgd.datasets.from_file(_write(tmp_path, fuzz.archive(entries), "d.npz"),
+                                  backend="numpy")
+
+
+def test_values_beyond_float32_are_refused_not_made_infinite(tmp_path):
+    path = _write(tmp_path, b"a,b,label\n1,2,0\n3,1e300,1\n4,5,0\n", "d.csv")
+    with pytest.raises(portgd.DatasetError, match=r"row 1 \(0-based\) is 1e\+300, beyond"):
+        portgd.datasets.from_file(path, backend="numpy")
+    loaded = portgd.datasets.from_file(path, backend="numpy", dtype="float64")
+    assert np.asarray(loaded.X)[1, 1] == 1e300
 
 
 # -- docs/fuzzing.md ----------------------------------------------------------------------------

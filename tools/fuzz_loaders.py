@@ -317,6 +317,50 @@ def idx_gzip(data: bytes, rng: random.Random) -> bytes:
     return rng.choice([flip, truncate, extend, lambda d, r: d])(packed, rng)
 
 
+# -- CSV ------------------------------------------------------------------------------------
+CSV_TOKENS = ["", "nan", "inf", "-inf", "1e999", "1e300", "-3.5e38", "abc", '"', '"a,b"', "\x00",
+              "1" * 400, ",",
+              "\n", "\r", "\ufeff", "1,2", "0x10", "True", "\u00e9", " ", "-0", "1_000"]
+
+
+def csv_token(data: bytes, rng: random.Random) -> bytes:
+    """A random field, quote, separator or line break inserted or substituted somewhere."""
+    text = data.decode("utf-8")
+    at = rng.randrange(len(text) + 1)
+    end = at + rng.choice([0, 0, 1, 3])
+    return (text[:at] + rng.choice(CSV_TOKENS) + text[end:]).encode("utf-8")
+
+
+def csv_lines(data: bytes, rng: random.Random) -> bytes:
+    """Lines dropped, duplicated, swapped or emptied (the header among them)."""
+    lines = data.split(b"\n")
+    i, j = rng.randrange(len(lines)), rng.randrange(len(lines))
+    choice = rng.randrange(4)
+    if choice == 0:
+        del lines[i]
+    elif choice == 1:
+        lines.insert(i, lines[j])
+    elif choice == 2:
+        lines[i], lines[j] = lines[j], lines[i]
+    else:
+        lines[i] = b""
+    return b"\n".join(lines)
+
+
+def csv_bytes(data: bytes, rng: random.Random) -> bytes:
+    """Bytes that are not UTF-8, a byte-order mark, CRLF endings or NUL bytes."""
+    choice = rng.randrange(4)
+    if choice == 0:
+        at = rng.randrange(len(data))
+        return data[:at] + bytes([rng.randint(0x80, 0xFF)]) + data[at:]
+    if choice == 1:
+        return b"\xef\xbb\xbf" + data
+    if choice == 2:
+        return data.replace(b"\n", b"\r\n")
+    at = rng.randrange(len(data))
+    return data[:at] + b"\x00" + data[at:]
+
+
 # -- the loaders ----------------------------------------------------------------------------
 @dataclass
 class Target:
@@ -355,19 +399,32 @@ def check_checkpoint(result: Any) -> None:
             assert tuple(layer.params[name].shape) == shape, (name, shape)
 
 
-def evaluate_cli(path: Path) -> tuple[int, str]:
-    """``portgd evaluate PATH`` in this process: (status, stderr); raises what escapes main."""
+def run_cli(*argv: str) -> tuple[int, str]:
+    """``portgd ARGV`` in this process: (status, stderr); raises what escapes ``main``."""
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        status = cli.main(["evaluate", str(path)])
+        status = cli.main(list(argv))
     return status, err.getvalue()
 
 
+def evaluate_cli(path: Path) -> tuple[int, str]:
+    return run_cli("evaluate", str(path))
+
+
+def train_cli(path: Path) -> tuple[int, str]:
+    return run_cli("train", "--data", str(path), "--epochs", "1", "--hidden", "4",
+                   "--batch-size", "4", "--quiet")
+
+
 def check_cli(result: tuple[int, str]) -> None:
-    """Success, or status 2 with one ``portgd: error:`` line and no traceback."""
+    """Success, or status 2 (3: training diverged) with ``portgd: error:`` and no traceback."""
     status, err = result
-    assert status == 0 or (status == 2 and err.startswith("portgd: error: ")
+    assert status == 0 or (status in (2, 3) and err.startswith("portgd: error: ")
                             and "Traceback" not in err), result
+
+
+def cli_outcome(result: tuple[int, str]) -> str:
+    return "loaded" if result[0] == 0 else "refused"
 
 
 def idx_file(values: np.ndarray) -> bytes:
@@ -390,11 +447,43 @@ def load_mnist(path: Path, companion: str, content: bytes) -> Any:
     return datasets.mnist(path.parent)
 
 
+def data_files() -> dict[str, bytes]:
+    """The valid --data files: the same 12 samples as CSV, .npy and .npz."""
+    rng = np.random.default_rng(0)
+    X = np.round(rng.normal(size=(12, 3)), 3)
+    y = np.array([0, 1, 2] * 4)
+    csv = "a,b,c,label\n" + "".join(
+        f"{r[0]},{r[1]},{r[2]},{['cat', 'dog', 'emu'][k]}\n" for r, k in zip(X, y, strict=True))
+    npy, npz = io.BytesIO(), io.BytesIO()
+    np.save(npy, np.column_stack([X, y]))
+    np.savez(npz, X=X, y=y)
+    return {"csv": csv.encode(), "npy": npy.getvalue(), "npz": npz.getvalue()}
+
+
+def check_data(result: Any) -> None:
+    """A loaded --data file: finite features; a class label per sample, or finite targets."""
+    X, y = np.asarray(result.X), np.asarray(result.y)
+    assert X.ndim == 2 and np.isfinite(X).all(), X
+    if result.num_classes is None:  # regression: (n, 1) targets
+        assert y.shape == (X.shape[0], 1) and np.isfinite(y).all(), y
+    else:
+        assert y.shape == (X.shape[0],) and 0 <= y.min() and y.max() < result.num_classes, y
+
+
 def check_mnist(result: Any) -> None:
     """A loaded MNIST set has one label 0..9 per flattened image, pixels in [0, 1]."""
     X, y = np.asarray(result.X), np.asarray(result.y)
     assert X.shape[0] == y.shape[0] and X.min() >= 0 and X.max() <= 1, X.shape
     assert y.min() >= 0 and y.max() <= 9
+
+
+def npy_file_header(data: bytes, rng: random.Random) -> bytes:
+    """A whole .npy file with its header replaced as ``npy_header`` replaces a member's."""
+    return _new_npy_header("", data, rng)[1]
+
+
+def npy_file_huge_shape(data: bytes, rng: random.Random) -> bytes:
+    return _huge_shape("", data, rng)[1]
 
 
 ZIP_MUTATIONS: dict[str, Mutation] = {
@@ -403,6 +492,14 @@ ZIP_MUTATIONS: dict[str, Mutation] = {
     "duplicate": duplicate, "drop": drop, "rename": rename, "json": json_header,
     "deflate": deflate,
 }
+NPY_MUTATIONS: dict[str, Mutation] = {
+    "flip": flip, "truncate": truncate, "extend": extend, "npy_header": npy_file_header,
+    "huge_shape": npy_file_huge_shape,
+}
+CSV_MUTATIONS: dict[str, Mutation] = {
+    "flip": flip, "truncate": truncate, "extend": extend, "csv_token": csv_token,
+    "csv_lines": csv_lines, "csv_bytes": csv_bytes,
+}
 IDX_MUTATIONS: dict[str, Mutation] = {
     "flip": flip, "truncate": truncate, "extend": extend, "idx_header": idx_header,
     "huge_shape": idx_huge_shape, "gzip": idx_gzip,
@@ -410,7 +507,8 @@ IDX_MUTATIONS: dict[str, Mutation] = {
 
 
 #: the loaders under fuzzing
-LOADERS = ("checkpoint", "evaluate", "idx", "mnist-images", "mnist-labels")
+LOADERS = ("checkpoint", "evaluate", "idx", "mnist-images", "mnist-labels", "csv", "npy",
+           "npz", "train-csv")
 
 
 def targets() -> dict[str, Target]:
@@ -419,8 +517,7 @@ def targets() -> dict[str, Target]:
         "checkpoint": Target("checkpoint", "case.npz", base_checkpoint(), ZIP_MUTATIONS,
                              portgd.load, check_checkpoint),
         "evaluate": Target("evaluate", "case.npz", base_checkpoint(), ZIP_MUTATIONS,
-                           evaluate_cli, check_cli,
-                           lambda result: "loaded" if result[0] == 0 else "refused"),
+                           evaluate_cli, check_cli, cli_outcome),
         "idx": Target("idx", "case-idx3-ubyte", idx_file(IMAGES), IDX_MUTATIONS, read_idx,
                       check_idx),
         "mnist-images": Target(
@@ -431,6 +528,16 @@ def targets() -> dict[str, Target]:
             "mnist-labels", "train-labels-idx1-ubyte", idx_file(LABELS), IDX_MUTATIONS,
             lambda path: load_mnist(path, "train-images-idx3-ubyte", idx_file(IMAGES)),
             check_mnist),
+        "train-csv": Target("train-csv", "data.csv", data_files()["csv"], CSV_MUTATIONS,
+                            train_cli, check_cli, cli_outcome),
+        **{
+            kind: Target(kind, f"data.{kind}", content, mutations, datasets.from_file,
+                         check_data)
+            for (kind, content), mutations in zip(
+                data_files().items(),
+                (CSV_MUTATIONS, NPY_MUTATIONS,
+                 {k: v for k, v in ZIP_MUTATIONS.items() if k != "json"}), strict=True)
+        },
     }
 
 
@@ -539,7 +646,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--loader", default="all", choices=["all", *LOADERS],
                         help="which loader (evaluate: portgd evaluate FILE; mnist-images, "
                              "mnist-labels: portgd.datasets.mnist on a folder with one "
-                             "corrupted file); default: all")
+                             "corrupted file; csv, npy, npz: portgd.datasets.from_file, "
+                             "as portgd train --data reads; train-csv: portgd train --data "
+                             "FILE.csv --epochs 1); default: all")
     parser.add_argument("--count", type=int, default=10_000, help="cases per loader")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--engine", choices=["random", "atheris"], default="random")

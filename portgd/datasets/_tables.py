@@ -21,12 +21,12 @@ from __future__ import annotations
 import csv
 import math
 import os
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from .._npz import NUMBER_KINDS, TEXT_KINDS, open_npz, read_npy_file
 from ..errors import DatasetError
 from ._dataset import Dataset, _build, _target
 
@@ -206,9 +206,8 @@ def _bad_cell(path: Path, line: int, column: str, text: str) -> str:
     return f"{path}, line {line}: column {column!r} {why}"
 
 
-def _load_npy(path: Path, what: str) -> Any:
-    import numpy as np
-
+def _signature(path: Path, what: str) -> bytes:
+    """The first bytes of ``path``: NumPy's or zip's signature, else DatasetError."""
     try:
         with open(path, "rb") as handle:
             magic = handle.read(6)
@@ -221,18 +220,11 @@ def _load_npy(path: Path, what: str) -> Any:
             f"{path} is not a readable {what} file: it starts with neither NumPy's nor zip's "
             "signature; save it with numpy.save or numpy.savez"
         )
-    try:
-        return np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise DatasetError(f"{path} does not exist") from None
-    except ValueError as exc:
-        if "pickle" in str(exc).lower():
-            raise DatasetError(
-                f"{path} holds Python objects (pickled); portgd reads numeric arrays only"
-            ) from None
-        raise DatasetError(f"{path} is not a readable {what} file ({exc})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise DatasetError(f"{path} is not a readable {what} file ({exc})") from None
+    return magic
+
+
+def _advice(what: str) -> str:
+    return f"it is not a readable {what} file; save it again with numpy.save or numpy.savez"
 
 
 def _numeric(array: Any, path: Path, what: str) -> np.ndarray:
@@ -253,8 +245,24 @@ def _numeric(array: Any, path: Path, what: str) -> np.ndarray:
     return values
 
 
+def _check_range(values: np.ndarray, dtype: str, path: Path, what: str) -> None:
+    """Refuse values that are finite as float64 but would overflow to inf in ``dtype``."""
+    import numpy as np
+
+    limit = float(np.finfo(dtype).max)
+    big = np.abs(values) > limit
+    if big.any():
+        row = int(np.argwhere(big)[0][0])
+        raise DatasetError(
+            f"{path}: {what} in row {row} (0-based) is {values[big][0]:g}, beyond the largest "
+            f"{dtype} ({limit:g}); rescale the data, or use float64 (--dtype float64)"
+        )
+
+
 def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
-    array = _load_npy(path, ".npy")
+    if not _signature(path, ".npy").startswith(b"\x93NUMPY"):
+        raise DatasetError(f"{path} is an .npz archive saved under a .npy name")
+    array = read_npy_file(path, DatasetError, _advice(".npy"), NUMBER_KINDS + TEXT_KINDS)
     if array.ndim != 2 or array.shape[0] == 0 or array.shape[1] < (2 if need_target else 1):
         raise DatasetError(
             f"{path} holds an array of shape {array.shape}; a .npy table is 2-D, one sample "
@@ -270,24 +278,18 @@ def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
 
 
 def _read_npz(path: Path, need_target: bool) -> Table:
-    archive = _load_npy(path, ".npz")
-    if not hasattr(archive, "files"):
+    if _signature(path, ".npz").startswith(b"\x93NUMPY"):
         raise DatasetError(f"{path} is a .npy array saved under an .npz name")
-    with archive:
-        entries = set(archive.files)
+    kinds = NUMBER_KINDS + TEXT_KINDS
+    with open_npz(path, DatasetError, _advice(".npz")) as archive:
+        entries = set(archive.names)
         if "X" not in entries or (need_target and "y" not in entries):
             raise DatasetError(
                 f"{path} has the entries {sorted(entries)}; a data .npz holds 'X' (features, "
                 "one sample per row) and 'y' (targets): numpy.savez(path, X=X, y=y)"
             )
-        try:
-            X = archive["X"]
-            y = archive["y"] if need_target else None
-        except ValueError as exc:
-            raise DatasetError(f"{path} holds Python objects or a damaged entry ({exc})") \
-                from None
-        except (OSError, EOFError, zipfile.BadZipFile) as exc:
-            raise DatasetError(f"{path} is damaged ({exc})") from None
+        X = archive.array("X", kinds)
+        y = archive.array("y", kinds) if need_target else None
     if X.ndim != 2 or X.shape[0] == 0 or X.shape[1] == 0:
         raise DatasetError(f"{path}: X has shape {X.shape}; it must be (samples, features)")
     values = _numeric(X, path, "X")
@@ -432,8 +434,10 @@ def from_file(
     found = None if classes is None else (_known_classes(table.y, classes, path), list(classes))
     if classes is None:
         found = _classes(table.y, task, path)
+    _check_range(table.X, dtype, path, "a feature")
     if found is None:
         y = table.y.astype(np.float64).reshape(-1, 1)
+        _check_range(y, dtype, path, "the target")
         num_classes = None
     else:
         y, info["classes"] = found

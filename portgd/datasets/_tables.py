@@ -26,7 +26,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .._npz import NUMBER_KINDS, TEXT_KINDS, open_npz, read_npy_file
 from ..errors import DatasetError
 from ._dataset import Dataset, _build, _target
 
@@ -260,6 +259,8 @@ def _check_range(values: np.ndarray, dtype: str, path: Path, what: str) -> None:
 
 
 def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
+    from .._npz import NUMBER_KINDS, TEXT_KINDS, read_npy_file  # NumPy, on first use
+
     if not _signature(path, ".npy").startswith(b"\x93NUMPY"):
         raise DatasetError(f"{path} is an .npz archive saved under a .npy name")
     array = read_npy_file(path, DatasetError, _advice(".npy"), NUMBER_KINDS + TEXT_KINDS)
@@ -278,6 +279,8 @@ def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
 
 
 def _read_npz(path: Path, need_target: bool) -> Table:
+    from .._npz import NUMBER_KINDS, TEXT_KINDS, open_npz  # NumPy, on first use
+
     if _signature(path, ".npz").startswith(b"\x93NUMPY"):
         raise DatasetError(f"{path} is a .npy array saved under an .npz name")
     kinds = NUMBER_KINDS + TEXT_KINDS

@@ -36,7 +36,8 @@ def _passthrough(k: int, *tail) -> Sequential:
 
 def _draw(data, n: int, k: int) -> tuple[np.ndarray, np.ndarray]:
     z = data.draw(hnp.arrays(np.float64, (n, k), elements=LOGIT), label="z")
-    y = data.draw(hnp.arrays(np.float64, (n, k), elements=st.sampled_from([0.0, 1.0])),
+    # soft targets too: 0.5 is a negative (the definition reads targets as y > 0.5)
+    y = data.draw(hnp.arrays(np.float64, (n, k), elements=st.sampled_from([0.0, 0.5, 1.0])),
                   label="y")
     return z, y
 
@@ -119,3 +120,30 @@ def test_logits_between_zero_and_one_half_are_positive_decisions(outputs):
                         validation_data=(z, y))
     assert history.history["accuracy"] == [1.0]
     assert history.history["val_accuracy"] == [1.0]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_batch_sums_are_device_scalars_in_the_model_dtype(dtype):
+    """A Metric's ``batch_sum`` (the protocol of custom metrics too) is a 0-d array of the
+    predictions' dtype, summed over the samples; class labels may be integers or one-hot."""
+    from portgd import metrics
+
+    backend = portgd.get_backend("numpy")
+    xp = backend.xp
+    yhat = backend.asarray(np.array([[0.2, 0.7, 0.1], [0.5, 0.3, 0.2], [0.1, 0.1, 0.8]]),
+                           dtype=dtype)
+    labels = backend.asarray(np.array([1, 1, 2]))
+    onehot = backend.asarray(np.eye(3)[[1, 1, 2]], dtype=dtype)
+    categorical = metrics.get("accuracy").bind(xp, 0.5, False)
+    for y in (labels, onehot):
+        total = categorical.batch_sum(yhat, y)
+        assert total.dtype == yhat.dtype and total.shape == ()
+        assert float(total) == 2.0
+    binary = metrics.get("accuracy").bind(xp, 0.5, True)
+    total = binary.batch_sum(yhat, onehot)  # 8 of the 9 decisions are right
+    assert total.dtype == yhat.dtype and float(total) == pytest.approx(8 / 3, rel=1e-6)
+    for name, expected in (("mse", np.sum((np.asarray(yhat) - np.asarray(onehot)) ** 2) / 3),
+                           ("mae", np.sum(np.abs(np.asarray(yhat) - np.asarray(onehot))) / 3)):
+        total = metrics.get(name).bind(xp, 0.5, False).batch_sum(yhat, onehot)
+        assert total.dtype == yhat.dtype and total.shape == ()
+        assert float(total) == pytest.approx(float(expected), rel=1e-6)

@@ -7,6 +7,8 @@ and exit with status 2; no traceback.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import json
 import math
 import os
@@ -423,6 +425,28 @@ def _new_model(args: argparse.Namespace, train: Any, outputs: int, output: str,
                output=output, seed=args.seed, dtype=args.dtype, backend=backend)
 
 
+def _over_ranks(command: Any) -> Any:
+    """``command(args)``; with ``--distributed``, data-parallel over the ranks of ``mpiexec``
+    (``args.comm``, a Communicator; None otherwise): only rank 0 prints to stdout and writes
+    files, and a failure on one rank ends the whole job instead of a hang."""
+
+    @functools.wraps(command)
+    def run(args: argparse.Namespace) -> int:
+        args.comm = None
+        if not args.distributed:
+            return command(args)
+        from .distributed import Communicator
+
+        args.comm = Communicator()
+        quiet = contextlib.nullcontext() if args.comm.rank == 0 else contextlib.redirect_stdout(
+            open(os.devnull, "w"))  # closed when the process exits
+        with args.comm.fault_guard(), quiet:
+            return command(args)
+
+    return run
+
+
+@_over_ranks
 def _cmd_train(args: argparse.Namespace) -> int:
     from . import _runs, optim
     from .callbacks import EarlyStopping
@@ -499,6 +523,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 initial_epoch=first_epoch, batch_size=args.batch_size, metrics=metrics,
                 verbose=0 if args.json or args.quiet else 1,
                 validation_data=(validation.X, _targets_for(loss, validation.y, xp)),
+                distributed=args.comm,
             )
     except KeyboardInterrupt as exc:
         return _save_interrupted(args, exc, last, model, optimizer, metadata)
@@ -512,9 +537,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
         final = model.evaluate(test.X, _targets_for(loss, test.y, xp), loss=_loss_object(loss),
                                metrics=metrics)
     epochs_done = first_epoch + len(history)
-    if args.save:
+    writes = args.comm is None or args.comm.rank == 0  # the ranks hold the same model
+    if args.save and writes:
         save(args.save, model, optimizer, epoch=epochs_done, **metadata)
-    if args.plot:
+    if args.plot and writes:
         history.plot(args.plot)
     summary = {
         "dataset": args.dataset or args.data, "backend": backend.name,
@@ -783,6 +809,9 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--keep-going", action="store_true",
                        help="train on when the loss diverges (exit 0 with a warning) instead "
                             "of stopping with exit status 3")
+    train.add_argument("--distributed", action="store_true",
+                       help="data-parallel over the processes of mpiexec (needs mpi4py: "
+                            "pip install 'portgd[mpi]'); only rank 0 prints and writes")
     train.set_defaults(run=_cmd_train)
 
     evaluate = commands.add_parser("evaluate", formatter_class=formatter,

@@ -88,6 +88,10 @@ class Communicator:
         self.MPI = _mpi()
         self.comm = self.MPI.COMM_WORLD if comm is None else comm
         self.overlap = bool(overlap)
+        #: Seconds of gradient exchange on this rank's steps, and the part spent waiting
+        #: at the end of the backward pass (see :class:`GradientAverager`).
+        self.comm_s = 0.0
+        self.waited_s = 0.0
 
     @property
     def rank(self) -> int:
@@ -231,15 +235,15 @@ class GradientAverager:
     :meth:`wait` (one host round trip per step). The reduced gradients are views of the
     buffer, shaped and typed as given.
 
-    Attributes:
-        waited_s: seconds spent in :meth:`wait` (the exchange the backward pass did not
-            hide), summed over the steps.
+    Time spent here is added to the communicator's counters: ``comm.comm_s`` (packing,
+    starting, testing and waiting: everything the exchange costs this rank's step) and
+    ``comm.waited_s`` (the part in :meth:`wait`, the exchange the backward pass did not
+    hide).
     """
 
     def __init__(self, comm: Communicator) -> None:
         self.comm = comm
         self.weight = 1.0
-        self.waited_s = 0.0
         self._pending: list[tuple[int, dict[str, Any], np.ndarray, Any]] = []
         self._staged: list[tuple[int, dict[str, Any]]] = []
 
@@ -248,6 +252,7 @@ class GradientAverager:
         self.weight = float(weight)
 
     def start(self, index: int, grads: dict[str, Any]) -> None:
+        started = time.perf_counter()
         if not all(isinstance(g, np.ndarray) for g in grads.values()):
             self._staged.append((index, grads))  # another backend: one buffer per step
             return
@@ -256,14 +261,17 @@ class GradientAverager:
         if request is None:
             self.comm.sum_in_place(buffer)
         self._pending.append((index, grads, buffer, request))
+        self.comm.comm_s += time.perf_counter() - started
 
     def ready(self) -> list[tuple[int, dict[str, Any]]]:
+        started = time.perf_counter()
         done = []
         for item in list(self._pending):
             index, grads, buffer, request = item
             if request is None or request.Test():
                 self._pending.remove(item)
                 done.append((index, _unpack(buffer, grads)))
+        self.comm.comm_s += time.perf_counter() - started
         return done
 
     def wait(self) -> list[tuple[int, dict[str, Any]]]:
@@ -276,7 +284,9 @@ class GradientAverager:
         self._pending = []
         if self._staged:
             done += self._reduce_staged()
-        self.waited_s += time.perf_counter() - started
+        seconds = time.perf_counter() - started
+        self.comm.waited_s += seconds
+        self.comm.comm_s += seconds
         return done
 
     def _reduce_staged(self) -> list[tuple[int, dict[str, Any]]]:

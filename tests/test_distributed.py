@@ -162,3 +162,28 @@ def test_without_mpi4py_the_error_says_how_to_install(monkeypatch):
 
     with pytest.raises(portgd.InputError, match=r"pip install 'portgd\[mpi\]'"):
         Communicator()
+
+
+def test_portgd_train_distributed_equals_portgd_train(tmp_path, capsys):
+    """Issue 11's "done" check: `mpiexec -n 2 portgd train --distributed --dtype float64`
+    gives the held-out loss and parameters of `portgd train --dtype float64` to 1e-10."""
+    from portgd.cli import main
+
+    options = ["train", "--dtype", "float64", "--epochs", "3", "--json", "--quiet"]
+    assert main([*options, "--save", str(tmp_path / "one.npz")]) == 0
+    one = json.loads(capsys.readouterr().out)
+    command = [_mpiexec(), "-n", "2", sys.executable, "-m", "portgd", *options, "--distributed",
+               "--save", str(tmp_path / "two.npz")]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    _check(done)
+    lines = done.stdout.splitlines()
+    assert len(lines) == 1, "only rank 0 prints"
+    two = json.loads(lines[0])
+    for key in ("test_loss", "train_loss", "test_accuracy"):
+        assert abs(two[key] - one[key]) <= RTOL * abs(one[key]), key
+    saved = {name: _read(tmp_path / name) for name in ("one.npz", "two.npz")}
+    params = [k for k in saved["one.npz"] if k.startswith("param/")]
+    assert params
+    assert_close({k: saved["two.npz"][k] for k in params}, {k: saved["one.npz"][k] for k in params},
+                 "portgd train --distributed")

@@ -187,3 +187,21 @@ def test_portgd_train_distributed_equals_portgd_train(tmp_path, capsys):
     assert params
     assert_close({k: saved["two.npz"][k] for k in params}, {k: saved["one.npz"][k] for k in params},
                  "portgd train --distributed")
+
+
+
+SCALING_SCRIPT = HERE.parent / "benchmarks" / "scaling.py"
+
+
+def test_the_scaling_benchmark_runs(tmp_path):
+    """`benchmarks/scaling.py run --quick`: every configuration of the measured table, on a
+    tiny model (timings are not asserted; docs/scaling.md reports them)."""
+    done = subprocess.run([sys.executable, str(SCALING_SCRIPT), "run", "--quick"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [(r["ranks"], r["threads"], r["global_batch"], r["overlap"]) for r in rows] == [
+        (1, 1, 64, None), (1, 2, 64, None), (2, 1, 64, True), (2, 1, 64, False),
+        (1, 1, 128, None), (2, 1, 128, True)]
+    assert all(r["step_ms"] > 0 for r in rows)
+    assert all(r["comm_ms"] >= r["waited_ms"] >= 0 for r in rows if r["ranks"] > 1)

@@ -30,14 +30,35 @@ DTYPE_NAMES = (
 FLOAT_NAMES = ("float16", "bfloat16", "float32", "float64")
 
 
-def library_of(x: Any) -> str:
-    """The top-level module name of an object's type (``numpy``, ``torch``, ...)."""
-    return type(x).__module__.split(".")[0]
-
-
 def is_host_data(x: Any) -> bool:
     """Whether ``x`` is host data: a NumPy array or scalar, a Python number or a list."""
     return isinstance(x, (np.ndarray, np.generic, int, float, bool, list, tuple))
+
+
+def array_namespace_of(x: Any) -> Any:
+    """The array-API namespace of ``x`` as array-api-compat detects it; None for non-arrays.
+
+    This is how the registry recognises arrays that no backend's :meth:`Backend.owns`
+    claims (a backend registered without ``array_types``, say).
+    """
+    import array_api_compat
+
+    if not array_api_compat.is_array_api_obj(x):
+        return None
+    try:
+        return array_api_compat.array_namespace(x)
+    except TypeError:
+        return None
+
+
+def array_device(x: Any) -> Any:
+    """The device of the array ``x`` through the array API (``array_api_compat.device``).
+
+    Works for libraries whose arrays carry no ``.device`` attribute (NumPy < 2, dask).
+    """
+    import array_api_compat
+
+    return array_api_compat.device(x)
 
 
 class Backend:
@@ -63,7 +84,7 @@ class Backend:
         *,
         library: str,
         version: str,
-        array_types: tuple[type, ...],
+        array_types: tuple[type, ...] = (),
         devices: Sequence[Any] = (),
     ) -> None:
         self.name = name
@@ -74,7 +95,7 @@ class Backend:
         self._array_types = array_types
         self._devices = tuple(devices) or (device,)
         self.fast: dict[str, Callable[..., Any]] = {}
-        self._dtype_cache: dict[str, Any] = {}
+        self._dtype_table: dict[str, Any] | None = None
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -101,8 +122,11 @@ class Backend:
 
     # -- dtypes -----------------------------------------------------------------------
     def _namespace_dtypes(self) -> dict[str, Any]:
-        info = self.xp.__array_namespace_info__()
-        return dict(info.dtypes(device=self.device))
+        """``{name: dtype}`` for every dtype this backend and device support (cached)."""
+        if self._dtype_table is None:
+            info = self.xp.__array_namespace_info__()
+            self._dtype_table = dict(info.dtypes(device=self.device))
+        return self._dtype_table
 
     def dtype(self, spec: Any) -> Any:
         """The namespace's dtype object for a name (``"float32"``) or any dtype object.
@@ -110,26 +134,44 @@ class Backend:
         Raises DTypeNotSupportedError when this backend or device has no such dtype.
         """
         name = dtype_name(spec)
-        cached = self._dtype_cache.get(name)
-        if cached is not None:
-            return cached
         supported = self._namespace_dtypes()
-        if name not in supported:
-            if name not in DTYPE_NAMES:
-                raise InputError(
-                    f"unknown dtype {spec!r}; use one of {', '.join(FLOAT_NAMES)}"
-                )
-            floats = [n for n in FLOAT_NAMES if n in supported]
-            raise DTypeNotSupportedError(
-                f"{self.name} on device {self.device_name!r} does not support {name}; "
-                f"it supports {', '.join(floats)}. Use dtype='float32' or another device."
-            )
-        self._dtype_cache[name] = supported[name]
-        return supported[name]
+        found = supported.get(name)
+        if found is not None:
+            return found
+        if name not in DTYPE_NAMES:
+            raise InputError(f"unknown dtype {spec!r}; use one of {', '.join(FLOAT_NAMES)}")
+        raise DTypeNotSupportedError(self._missing_dtype(name, supported))
+
+    def _missing_dtype(self, name: str, supported: dict[str, Any]) -> str:
+        """What to say when dtype ``name`` does not exist here (a subclass may add how to
+        switch it on)."""
+        where = f"{self.name} on device {self.device_name!r} does not support {name}"
+        floats = [n for n in FLOAT_NAMES if n in supported]
+        if name in FLOAT_NAMES and floats:
+            return (f"{where}; it supports {', '.join(floats)}. Use dtype={floats[-1]!r} or "
+                    f"another device.")
+        return f"{where}; its dtypes are {', '.join(supported)}. Use another device or backend."
 
     def supports(self, dtype: Any) -> bool:
         """Whether this backend and device can hold arrays of ``dtype``."""
         return dtype_name(dtype) in self._namespace_dtypes()
+
+    @property
+    def index_dtype(self) -> Any:
+        """The integer dtype for indices and class labels: int64 where it exists, else int32."""
+        supported = self._namespace_dtypes()
+        return supported.get("int64", supported.get("int32"))
+
+    def check_index_range(self, low: int, high: int, what: str = "indices") -> None:
+        """Raise InputError unless ``low..high`` fits :attr:`index_dtype`."""
+        name = dtype_name(self.index_dtype)
+        bound = 2 ** (int(name.removeprefix("int")) - 1)
+        if low < -bound or high >= bound:
+            raise InputError(
+                f"{what} range from {low} to {high}, beyond {name}, the widest integer "
+                f"dtype of {self.name} on device {self.device_name!r}; use a backend or "
+                f"device with int64"
+            )
 
     # -- arrays -----------------------------------------------------------------------
     @staticmethod
@@ -138,15 +180,22 @@ class Backend:
         return is_host_data(x)
 
     def owns(self, x: Any) -> bool:
-        """Whether ``x`` is an array of this backend's library (on any device)."""
-        return isinstance(x, self._array_types)
+        """Whether ``x`` is an array of this backend's library (on any device).
+
+        The generic answer checks ``array_types``; without them, whether array-api-compat
+        finds ``xp`` as the namespace of ``x``.
+        """
+        if self._array_types:
+            return isinstance(x, self._array_types)
+        return not is_host_data(x) and array_namespace_of(x) is self.xp
 
     def device_of(self, x: Any) -> Any:
-        return x.device
+        """The device of one of this backend's arrays (``array_api_compat.device``)."""
+        return array_device(x)
 
     def holds(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend on its device."""
-        if not isinstance(x, self._array_types):
+        if not self.owns(x):
             return False
         device = self.device_of(x)
         return device is self.device or device == self.device or self.same_device(
@@ -177,6 +226,8 @@ class Backend:
         BackendMismatchError: portgd never moves data between devices silently.
         Integer or boolean data asked for as a float dtype is cast by NumPy (exact up to
         2**24 in float32 and 2**53 in float64); complex data is never silently made real.
+        Host data of a dtype this backend or device lacks (int64 on a device without
+        64-bit types) raises DTypeNotSupportedError instead of being narrowed silently.
         ``copy=True`` always returns a new array (the default may share host memory).
         """
         xp_dtype = None if dtype is None else self.dtype(dtype)
@@ -197,6 +248,8 @@ class Backend:
             )
         if dtype is not None:
             host = host.astype(dtype_name(xp_dtype), copy=False)
+        else:
+            self.dtype(host.dtype.name)  # a width this device lacks is an error, not a cast
         return self._from_host(host, copy)
 
     def _from_host(self, host: np.ndarray, copy: bool | None) -> Any:

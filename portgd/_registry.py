@@ -16,6 +16,7 @@ import contextlib
 import contextvars
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,8 @@ def register_backend(name: str, factory: Factory, *, replace: bool = False) -> N
         _registry.factories[name] = factory
         for key in [k for k in _registry.instances if k[0] == name]:
             del _registry.instances[key]
+        _owner_cache.clear()
+        _namespaces.clear()
 
 
 def _load_entry_points() -> None:
@@ -200,21 +203,77 @@ def available_backends() -> list[BackendInfo]:
 def backend_of(x: Any) -> Backend:
     """The registered Backend whose library and device hold the array ``x``.
 
-    Host data (NumPy arrays, Python numbers and lists) belongs to the ``numpy`` backend.
-    When several backends wrap the same library (a plugin over NumPy, say), the one named
-    after the library wins, then the active backend, then the first by name.
+    Every registered backend whose library is imported is asked :meth:`Backend.owns`;
+    if none claims ``x``, a backend whose namespace ``xp`` is the one array-api-compat
+    detects for ``x`` is taken. Module and type names are never matched. Host data (NumPy
+    arrays, Python numbers and lists) belongs to the ``numpy`` backend. When several
+    backends own the same arrays (a plugin over NumPy, say), the one named after its
+    library wins, then the active backend, then the first by name. The device comes from
+    the owner's :meth:`Backend.device_of`.
     """
-    library = type(x).__module__.split(".")[0]
-    if library == "builtins":
-        library = "numpy"
-    names = [name for name in backend_names()
-             if _metadata(_registry.factories[name], "library") == library]
-    if names:
+    from portgd.backends._base import is_host_data
+
+    if is_host_data(x) and not hasattr(x, "shape"):
+        return load_backend(DEFAULT_BACKEND)
+    names = _owners(x)
+    if not names:
+        raise BackendNotFoundError(_not_owned(x))
+    if len(names) == 1:
+        name = names[0]
+    else:
         active = _current_choice()[0]
-        preferred = [n for n in names if n == library] + [n for n in names if n == active]
-        return load_backend((preferred or names)[0], getattr(x, "device", None))
-    raise BackendNotFoundError(
-        f"no registered backend handles arrays of type {type(x).__module__}.{type(x).__name__}"
+        named = [n for n in names if load_backend(n).library == n]
+        name = (named or [n for n in names if n == active] or list(names))[0]
+    return load_backend(name, load_backend(name).device_of(x))
+
+
+_owner_cache: dict[type, tuple[str, ...]] = {}
+
+
+def _owners(x: Any) -> tuple[str, ...]:
+    """The names of the backends that own arrays of ``type(x)`` (cached per type)."""
+    kind = type(x)
+    names = _owner_cache.get(kind)
+    if names and all(n in _registry.factories for n in names):
+        return names
+    candidates = [b for b in (_probe_instance(n) for n in backend_names()) if b is not None]
+    owners = tuple(b.name for b in candidates if b.owns(x))
+    if not owners:
+        from portgd.backends._base import array_namespace_of
+
+        xp = array_namespace_of(x)
+        owners = tuple(b.name for b in candidates if xp is not None and b.xp is xp)
+    if owners:
+        _owner_cache[kind] = owners
+    return owners
+
+
+def _probe_instance(name: str) -> Backend | None:
+    """The backend ``name`` on its default device, if it could hold an array that exists.
+
+    A factory that names its library is skipped while that library is not imported: no
+    array of it can exist yet. Factories that fail to create are skipped too.
+    """
+    library = _metadata(_registry.factories[name], "library")
+    if library is not None and library not in sys.modules:
+        return None
+    try:
+        return load_backend(name)
+    except Exception:  # a backend that cannot run here owns nothing here
+        return None
+
+
+def _not_owned(x: Any) -> str:
+    from portgd.backends._base import array_namespace_of
+
+    kind = f"{type(x).__module__}.{type(x).__name__}"
+    xp = array_namespace_of(x)
+    what = (f"arrays of type {kind} (array-API namespace {xp.__name__})" if xp is not None
+            else f"objects of type {kind}, which are not arrays of the array API standard")
+    return (
+        f"no registered backend handles {what}; registered backends: "
+        f"{', '.join(backend_names())}. Register one for its library with "
+        f"portgd.register_backend() (docs/backends.md, 'Writing a backend')."
     )
 
 
@@ -227,6 +286,11 @@ def namespace_of(x: Any) -> Any:
     if xp is None:
         xp = _namespaces[type(x)] = backend_of(x).xp
     return xp
+
+
+def device_of(x: Any) -> Any:
+    """The device holding the array ``x``, as its backend reports it (never ``x.device``)."""
+    return backend_of(x).device
 
 
 def to_numpy(x: Any) -> Any:
@@ -287,3 +351,5 @@ def _reset_for_tests() -> None:
     _global_choice = None
     with _registry.lock:
         _registry.instances.clear()
+        _owner_cache.clear()
+        _namespaces.clear()

@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ._registry import namespace_of
+from ._registry import device_of, namespace_of
 from .errors import InputError, ShapeError
 from .layers import Layer, Sigmoid, Softmax, sigmoid, softmax
 
@@ -274,7 +274,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
 
 def one_hot(xp: Any, labels: Any, num_classes: int, dtype: Any) -> Any:
     """``(N,)`` integer labels -> ``(N, num_classes)`` rows of 0 and 1 in ``dtype``."""
-    classes = xp.arange(num_classes, dtype=labels.dtype, device=labels.device)
+    classes = xp.arange(num_classes, dtype=labels.dtype, device=device_of(labels))
     return xp.astype(xp.reshape(labels, (-1, 1)) == classes, dtype)
 
 

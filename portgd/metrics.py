@@ -46,7 +46,8 @@ class Accuracy(Metric):
             return xp.sum(xp.astype(hit, yhat.dtype)) / yhat.shape[-1]
         else:
             labels = y if y.ndim == 1 else xp.argmax(y, axis=-1)
-            hit = xp.argmax(yhat, axis=-1) == xp.astype(labels, xp.int64)
+            predicted = xp.argmax(yhat, axis=-1)
+            hit = predicted == xp.astype(labels, predicted.dtype)
         return xp.sum(xp.astype(hit, yhat.dtype))
 
 

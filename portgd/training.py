@@ -60,7 +60,10 @@ def prepare(model: Sequential, x: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
         raise InputError(f"targets must be numeric, got dtype {host_y.dtype}")
     loss.check_targets(host_y, outputs)
     if isinstance(loss, losses_module.CategoricalCrossEntropy) and host_y.ndim == 1:
-        labels = model.backend.asarray(host_y)
+        backend = model.backend
+        if host_y.size:
+            backend.check_index_range(int(host_y.min()), int(host_y.max()), "class labels")
+        labels = backend.asarray(host_y, dtype=backend.index_dtype)
         y = losses_module.one_hot(model.xp, labels, outputs, model.dtype)
     else:
         if host_y.ndim == 1 and outputs == 1:
@@ -297,7 +300,7 @@ def _fit(
     for epoch in range(initial_epoch, epochs):
         hooks.on_epoch_begin(epoch)
         if shuffle:
-            order = backend.asarray(rng.permutation(n))
+            order = backend.asarray(rng.permutation(n), dtype=backend.index_dtype)
             xe, ye = xp.take(x, order, axis=0), xp.take(y, order, axis=0)
         else:
             xe, ye = x, y

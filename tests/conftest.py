@@ -1,7 +1,9 @@
 """The test harness: a ``backend`` fixture that runs a test on every backend of the registry.
 
-CPU cases always run: numpy, array_api_strict on its default device and on ``device1``
-(which refuses to mix with the default device, so it stands in for a GPU), torch on the CPU.
+CPU cases always run: numpy, array_api_strict on its default device, on ``device1`` (which
+refuses to mix with the default device, so it stands in for a GPU) and on ``no_x64`` (no
+int64 or float64), torch on the CPU, and jax with its default settings (x64 mode off, so
+32-bit types only, and immutable arrays).
 GPU cases (cupy, torch cuda) carry the ``gpu`` mark and are skipped with the probe's reason
 when no CUDA device is usable.
 """
@@ -24,7 +26,9 @@ BACKEND_CASES = [
     ("numpy", "numpy", None, False),
     ("strict", "array_api_strict", None, False),
     ("strict-device1", "array_api_strict", "device1", False),
+    ("strict-no_x64", "array_api_strict", "no_x64", False),
     ("torch-cpu", "torch", "cpu", False),
+    ("jax", "jax", None, False),
     ("cupy", "cupy", "cuda:0", True),
     ("torch-cuda", "torch", "cuda:0", True),
 ]

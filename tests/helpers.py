@@ -30,6 +30,11 @@ def float64_or_skip(backend):
         pytest.skip(f"{backend} has no float64")
 
 
+def widest_float(backend) -> str:
+    """``"float64"`` where the backend and device have it, else ``"float32"``."""
+    return "float64" if backend.supports("float64") else "float32"
+
+
 def modules_loaded_by(statement: str, names: tuple[str, ...]) -> list[str]:
     """Which of ``names`` are in ``sys.modules`` after ``statement`` runs in a new interpreter."""
     import subprocess

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import widest_float
 
 import portgd
 
@@ -20,12 +21,29 @@ def test_asarray_from_host_lands_on_the_device(backend):
 def test_asarray_of_own_array_is_not_copied(backend):
     x = backend.asarray([1.0, 2.0], dtype="float32")
     assert backend.asarray(x) is x
-    assert backend.asarray(x, dtype="float64").dtype == backend.dtype("float64")
+    wide = widest_float(backend)
+    assert backend.asarray(x, dtype=wide).dtype == backend.dtype(wide)
 
 
 def test_integers_become_floats_exactly(backend):
-    x = backend.asarray(np.array([1, 2, 2**24], dtype=np.int64), dtype="float64")
+    x = backend.asarray(np.array([1, 2, 2**24], dtype=np.int64), dtype=widest_float(backend))
     np.testing.assert_array_equal(backend.to_numpy(x), [1.0, 2.0, 2.0**24])
+
+
+def test_index_dtype_is_the_widest_integer(backend):
+    expected = "int64" if backend.supports("int64") else "int32"
+    assert backend.index_dtype == backend.dtype(expected)
+    backend.check_index_range(0, 2**31 - 1)
+    if expected == "int32":
+        with pytest.raises(portgd.InputError, match="beyond int32"):
+            backend.check_index_range(0, 2**31, "labels")
+
+
+def test_host_data_of_a_missing_width_is_refused_not_narrowed(backend):
+    if backend.supports("int64"):
+        pytest.skip(f"{backend} has int64")
+    with pytest.raises(portgd.DTypeNotSupportedError, match="int64"):
+        backend.asarray(np.arange(3, dtype=np.int64))
 
 
 def test_rng_is_the_same_host_stream_everywhere(backend):

@@ -51,3 +51,51 @@ def test_backends_package_is_installed_under_portgd():
 
     assert Path(portgd.backends.__file__).parent.name == "backends"
     assert portgd.backends.__name__ == "portgd.backends"
+
+
+# -- no assumed widths (issue 10) ----------------------------------------------------------
+WIDE = {"int64", "float64"}
+
+
+def _names_xp(node: ast.AST) -> bool:
+    """Whether ``node`` is ``xp`` or an attribute chain ending in ``.xp``."""
+    return (isinstance(node, ast.Name) and node.id == "xp") or (
+        isinstance(node, ast.Attribute) and node.attr == "xp")
+
+
+def hard_coded_widths(source: str) -> list[str]:
+    """``xp.int64``/``xp.float64`` and ``dtype="int64"``/``dtype="float64"`` in calls.
+
+    Defaults a caller can change (``def f(dtype="float64")``) are not calls, so they pass.
+    """
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Attribute) and node.attr in WIDE and _names_xp(node.value):
+            found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, ast.Call):
+            found += [
+                f"line {node.lineno}: dtype={kw.value.value!r}"
+                for kw in node.keywords
+                if kw.arg == "dtype" and isinstance(kw.value, ast.Constant)
+                and kw.value.value in WIDE
+            ]
+    return found
+
+
+def test_core_assumes_no_integer_or_float_width():
+    offenders = {
+        str(path.relative_to(CORE)): hard_coded_widths(path.read_text())
+        for path in sorted(CORE.rglob("*.py"))
+    }
+    assert {name: found for name, found in offenders.items() if found} == {}
+
+
+def test_the_width_checker_sees_hard_coded_widths():
+    assert hard_coded_widths("y = xp.astype(y, xp.int64)") == ["line 1: xp.int64"]
+    assert hard_coded_widths("z = self.xp.zeros(3, dtype=self.xp.float64)") == [
+        "line 1: self.xp.float64"]
+    assert hard_coded_widths("i = backend.asarray(order, dtype='int64')") == [
+        "line 1: dtype='int64'"]
+    assert hard_coded_widths("def solve(A, dtype='float64'):\n    pass") == []
+    assert hard_coded_widths("h = np.zeros(3, dtype=np.int64)") == []
+    assert hard_coded_widths("i = backend.asarray(order, dtype=backend.index_dtype)") == []

@@ -1,9 +1,12 @@
 """Optimizers: hand-computed formulas, torch.optim equivalence, device placement, checkpoints.
 
-Every numeric check runs in float64 on each backend of the ``backend`` fixture. The
-expected numbers are computed here in plain NumPy float64, step by step, independently of
-portgd's update rules. Tolerance: rtol 1e-12 (the same formula evaluated in a different
-operation order differs by a few ulp per step; 20 steps stay far below 1e-12).
+Every numeric check runs in float64 on each backend of the ``backend`` fixture that has
+float64, in float32 on those that do not (jax without x64, array_api_strict's ``no_x64``).
+The expected numbers are computed here in plain NumPy float64, step by step, independently
+of portgd's update rules. Tolerance: rtol 1e-12 in float64 (the same formula evaluated in a
+different operation order differs by a few ulp per step; 20 steps stay far below 1e-12);
+in float32 the cross-backend table's ``TOLERANCE["float32"]`` relative to each tensor's
+largest magnitude (tests/tolerances.py), as the inputs' own rounding to float32 dominates.
 """
 
 from __future__ import annotations
@@ -12,6 +15,8 @@ import json
 
 import numpy as np
 import pytest
+from helpers import float64_or_skip, widest_float
+from tolerances import TOLERANCE
 
 import portgd
 from portgd import optim
@@ -30,6 +35,7 @@ from portgd.optim import (
 from portgd.schedules import CosineDecay, ExponentialDecay, StepDecay
 
 RTOL = 1e-12
+RTOL32 = TOLERANCE["float32"]
 
 P0 = {"w": np.array([[0.5, -1.5], [2.0, 0.25]]), "b": np.array([0.75, -0.3])}
 GRADS = [
@@ -39,7 +45,9 @@ GRADS = [
 ]
 
 
-def to_backend(backend, arrays, dtype="float64"):
+def to_backend(backend, arrays, dtype=None):
+    """Host arrays on ``backend`` in ``dtype`` (default: float64, or float32 without it)."""
+    dtype = dtype or widest_float(backend)
     return {k: None if v is None else backend.asarray(v, dtype=dtype) for k, v in arrays.items()}
 
 
@@ -47,7 +55,7 @@ def to_host(backend, arrays):
     return {k: backend.to_numpy(v) for k, v in arrays.items()}
 
 
-def run(backend, opt, p0=P0, grads_seq=GRADS, dtype="float64"):
+def run(backend, opt, p0=P0, grads_seq=GRADS, dtype=None):
     """Step ``opt`` through ``grads_seq`` on ``backend``; host copies of the final params."""
     params = to_backend(backend, p0, dtype)
     for grads in grads_seq:
@@ -55,10 +63,19 @@ def run(backend, opt, p0=P0, grads_seq=GRADS, dtype="float64"):
     return to_host(backend, params)
 
 
-def assert_close(actual, expected, rtol=RTOL):
+def rtol_for(host):
+    """RTOL for a float64 result, RTOL32 for a float32 one."""
+    return RTOL if np.asarray(host).dtype == np.float64 else RTOL32
+
+
+def assert_close(actual, expected, rtol=None):
+    """Per tensor: elementwise rtol in float64; in float32 also an atol of RTOL32 times the
+    tensor's largest expected magnitude (the scale-relative rule of tests/tolerances.py)."""
     assert actual.keys() == expected.keys()
     for k in expected:
-        np.testing.assert_allclose(actual[k], expected[k], rtol=rtol, atol=0, err_msg=k)
+        rtol_k = rtol or rtol_for(actual[k])
+        atol = 0.0 if rtol_k == RTOL else rtol_k * float(np.max(np.abs(expected[k])))
+        np.testing.assert_allclose(actual[k], expected[k], rtol=rtol_k, atol=atol, err_msg=k)
 
 
 def host_state(backend, opt):
@@ -73,8 +90,7 @@ def host_state(backend, opt):
 
 def test_sgd_plain_first_step_literal(backend):
     got = run(backend, SGD(lr=0.1), grads_seq=GRADS[:1])
-    np.testing.assert_allclose(got["b"], [0.75 + 0.04, -0.3 - 0.05], rtol=RTOL)
-    np.testing.assert_allclose(got["w"], [[0.49, -1.48], [1.97, 0.245]], rtol=RTOL)
+    assert_close(got, {"b": [0.75 + 0.04, -0.3 - 0.05], "w": [[0.49, -1.48], [1.97, 0.245]]})
 
 
 @pytest.mark.parametrize(
@@ -119,7 +135,7 @@ def test_adagrad_formula(backend, lr_decay, weight_decay, initial, eps):
 def test_adagrad_first_step_literal(backend):
     # sum = g^2, so the step is lr * g / (|g| + eps): about lr * sign(g)
     got = run(backend, AdaGrad(lr=0.1, eps=0.0), grads_seq=GRADS[:1])
-    np.testing.assert_allclose(got["b"], [0.75 + 0.1, -0.3 - 0.1], rtol=RTOL)
+    np.testing.assert_allclose(got["b"], [0.75 + 0.1, -0.3 - 0.1], rtol=rtol_for(got["b"]))
 
 
 @pytest.mark.parametrize(
@@ -443,15 +459,17 @@ def test_fast_path_hook_is_used_and_matches_generic(backend, monkeypatch):
 def test_clip_by_value(backend):
     grads = to_backend(backend, {"a": np.array([-3.0, 0.5, 2.0]), "b": np.array([[0.1, -0.7]])})
     clipped = to_host(backend, clip_by_value(grads, 0.6))
-    np.testing.assert_array_equal(clipped["a"], [-0.6, 0.5, 0.6])
-    np.testing.assert_array_equal(clipped["b"], [[0.1, -0.6]])
+    wide = np.dtype(widest_float(backend))
+    np.testing.assert_array_equal(clipped["a"], np.array([-0.6, 0.5, 0.6], dtype=wide))
+    np.testing.assert_array_equal(clipped["b"], np.array([[0.1, -0.6]], dtype=wide))
 
 
 def test_clip_by_global_norm(backend):
     # global norm = sqrt(9 + 16 + 144) = 13
     host = {"a": np.array([3.0, -4.0]), "b": np.array([[12.0]])}
     grads = to_backend(backend, host)
-    np.testing.assert_allclose(backend.to_numpy(global_norm(grads)), 13.0, rtol=RTOL)
+    norm = backend.to_numpy(global_norm(grads))
+    np.testing.assert_allclose(norm, 13.0, rtol=rtol_for(norm))
     clipped = to_host(backend, clip_by_global_norm(grads, 2.6))
     scale = 2.6 / (13.0 + 1e-6)
     assert_close(clipped, {k: v * scale for k, v in host.items()})
@@ -489,8 +507,7 @@ def test_clip_by_global_norm_matches_torch():
 
 
 def test_clipping_keeps_each_dtype(backend):
-    if not backend.supports("float32"):
-        pytest.skip("needs float32")
+    float64_or_skip(backend)
     grads = {"a": backend.asarray(np.array([3.0, 4.0]), dtype="float32"),
              "b": backend.asarray(np.array([12.0]), dtype="float64")}  # fmt: skip
     clipped = clip_by_global_norm(grads, 1.3)
@@ -625,33 +642,40 @@ def test_state_dict_format():
     json.dumps({k: v for k, v in sd.items() if k != "state"})
 
 
+def host_in(backend, arrays):
+    """Host copies of ``arrays`` in the backend's widest float (state keeps that dtype)."""
+    return {k: v.astype(widest_float(backend)) for k, v in arrays.items()}
+
+
 def test_load_into_placed_optimizer_converts_now(backend):
+    p0, grads = host_in(backend, P0), [host_in(backend, g) for g in GRADS[:2]]
     source = RMSprop(momentum=0.5)
-    source.step(P0, GRADS[0])
+    source.step(p0, grads[0])
     target = RMSprop().to(backend)
     target.load_state_dict(source.state_dict())
     assert target.config() == source.config()  # saved hyperparameters win, as in torch
     assert target.state.keys() == {"w", "b"}
     for entry in target.state.values():
         for value in entry.values():
-            assert backend.owns(value) and backend.same_device(value.device, backend.device)
-    start = {k: v - 1.0 for k, v in P0.items()}
-    want = source.step(start, GRADS[1])
-    got = target.step(to_backend(backend, start), to_backend(backend, GRADS[1]))
+            assert backend.holds(value)
+    start = {k: v - 1.0 for k, v in p0.items()}
+    want = source.step(start, grads[1])
+    got = target.step(to_backend(backend, start), to_backend(backend, grads[1]))
     assert_close(to_host(backend, got), want)
 
 
 def test_to_moves_state_between_backends(backend):
+    p0, grads = host_in(backend, P0), [host_in(backend, g) for g in GRADS[:2]]
     opt = Adam(lr=0.05)
-    params = opt.step(P0, GRADS[0])
+    params = opt.step(p0, grads[0])
     expected = Adam(lr=0.05)
-    want = expected.step(expected.step(P0, GRADS[0]), GRADS[1])
+    want = expected.step(expected.step(p0, grads[0]), grads[1])
     opt.to(backend)
     assert opt.backend == backend
     for entry in opt.state.values():
         for value in entry.values():
-            assert backend.owns(value) and backend.same_device(value.device, backend.device)
-    got = opt.step(to_backend(backend, params), to_backend(backend, GRADS[1]))
+            assert backend.holds(value)
+    got = opt.step(to_backend(backend, params), to_backend(backend, grads[1]))
     assert_close(to_host(backend, got), want)
 
 

@@ -9,7 +9,8 @@ Every loader returns a :class:`Dataset`, which unpacks as ``X, y = digits()``:
 
 * ``X``: float features ``(n_samples, n_features)`` in ``dtype`` (default ``float32``);
   images are flattened row by row, their shape is kept in ``Dataset.feature_shape``;
-* ``y``: class indices ``(n_samples,)`` as ``int64`` for classification, float targets
+* ``y``: class indices ``(n_samples,)`` as ``int64`` (``int32`` on a backend or device
+  without int64) for classification, float targets
   ``(n_samples, n_targets)`` in ``dtype`` for regression.
 
 NumPy is imported inside the functions, not at module level, so ``import portgd`` stays free

@@ -28,7 +28,8 @@ class Dataset:
 
     Attributes:
         X: features ``(n_samples, n_features)``, a floating array on ``backend``.
-        y: class indices ``(n_samples,)`` of dtype int64 when ``num_classes`` is set;
+        y: class indices ``(n_samples,)`` of the backend's index dtype (int64, or int32
+            where the backend or device has no int64) when ``num_classes`` is set;
             float targets ``(n_samples, n_targets)`` for regression.
         name: short name (``"digits"``, ``"digits01"``, ``"mnist"``, ``"synthetic"``, ...).
         num_classes: number of classes, or None for a regression dataset.
@@ -99,7 +100,7 @@ def _target(backend: Any, device: Any, dtype: Any) -> tuple[Backend, str]:
     if name not in FLOAT_NAMES:
         raise DatasetError(
             f"dtype must be a floating dtype ({', '.join(FLOAT_NAMES)}) for the features, "
-            f"got {dtype!r}; labels are int64 regardless"
+            f"got {dtype!r}; labels get the backend's index dtype (int64, else int32)"
         )
     chosen.dtype(name)  # DTypeNotSupportedError here, before reading any file
     return chosen, name
@@ -123,7 +124,9 @@ def _build(
     feature_shape: tuple[int, ...],
     info: Mapping[str, Any] | None = None,
 ) -> Dataset:
-    y_dtype = "int64" if num_classes is not None else dtype
+    if num_classes is not None:
+        backend.check_index_range(0, num_classes - 1, f"the {name} class labels")
+    y_dtype = backend.index_dtype if num_classes is not None else dtype
     return Dataset(
         X=backend.asarray(X, dtype=dtype),
         y=backend.asarray(y, dtype=y_dtype),

@@ -97,8 +97,9 @@ def digits(
     """The 8x8 handwritten digits that ship with scikit-learn (UCI optical digits test set).
 
     ``X`` is ``(1797, 64)`` with the pixel counts 0..16 divided by 16, so values lie in
-    [0, 1]; ``y`` holds the digit, int64, ``(1797,)``. The file is read from scikit-learn's
-    package data without importing scikit-learn.
+    [0, 1]; ``y`` holds the digit in the backend's index dtype (int64, else int32),
+    ``(1797,)``. The file is read from scikit-learn's package data without importing
+    scikit-learn.
 
     Args:
         classes: keep only these digits, relabelled 0..k-1 in the given order:

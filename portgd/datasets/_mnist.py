@@ -187,7 +187,7 @@ def mnist(
     split, 60000 images) and ``t10k-images-idx3-ubyte`` and ``t10k-labels-idx1-ubyte``
     (test split, 10000 images), each raw or gzipped (``.gz``). ``X`` is
     ``(n, 784)``: the 28x28 images flattened row by row, bytes 0..255 divided by 255;
-    ``y`` is the digit, int64, ``(n,)``.
+    ``y`` is the digit in the backend's index dtype (int64, else int32), ``(n,)``.
 
     Args:
         path: the folder.

@@ -185,7 +185,7 @@ def train_test_split(
     labels = _class_labels(y, "y (stratify=True)") if stratify else None
     order = _split_indices(n, n_test, backend.rng(seed), labels)
     xp = backend.xp
-    index = backend.asarray(order, dtype="int64")
+    index = backend.asarray(order, dtype=backend.index_dtype)
     test, train = index[:n_test], index[n_test:]
     return (
         xp.take(X, train, axis=0),

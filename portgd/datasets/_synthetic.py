@@ -32,7 +32,8 @@ def synthetic_classification(
     otherwise they are random unit directions times ``class_sep``. Classes are balanced
     (counts differ by at most one) and shuffled.
 
-    ``X`` is ``(n_samples, n_features)`` in ``dtype``, ``y`` int64 ``(n_samples,)``.
+    ``X`` is ``(n_samples, n_features)`` in ``dtype``, ``y`` class indices ``(n_samples,)``
+    in the backend's index dtype (int64, else int32).
     ``info["centers"]`` holds the centres ``(n_classes, n_features)`` as float64.
     """
     import numpy as np

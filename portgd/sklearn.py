@@ -634,7 +634,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def _indices(self, p: Any) -> Any:
         """Class indices (or 0/1 label rows when multilabel) from the network's output."""
         xp = self.model_.xp
-        index_dtype = xp.int64 if self.model_.backend.supports("int64") else xp.int32
+        index_dtype = self.model_.backend.index_dtype
         if self._multilabel:
             return xp.astype(p > 0.5, index_dtype)
         if self._output == "sigmoid":

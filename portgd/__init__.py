@@ -84,6 +84,11 @@ _LAZY = {
 }
 
 
+def __dir__() -> list[str]:
+    """The module's names and the lazily loaded ones (``save``, ``load``, ``datasets``, ...)."""
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def __getattr__(name: str):
     if name not in _LAZY:
         raise AttributeError(f"module 'portgd' has no attribute {name!r}")

@@ -636,6 +636,32 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- portgd summary ------------------------------------------------------------------------
+def _cmd_summary(args: argparse.Namespace) -> int:
+    from .checkpoint import load
+
+    backend = get_backend(args.backend, args.device)
+    model, optimizer, meta = load(args.checkpoint, backend=backend)
+    if args.json:
+        print(json.dumps({
+            "layers": [{"type": type(layer).__name__, **layer.config()} for layer in model.layers],
+            "parameters": model.num_parameters(), "dtype": model.dtype_name,
+            "backend": backend.name, "device": backend.device_name,
+            "optimizer": None if optimizer is None else optimizer.config(),
+            "metadata": meta}))
+        return 0
+    print(f"checkpoint {args.checkpoint}")
+    print(model.summary())
+    if optimizer is not None:
+        print(f"optimizer {type(optimizer).__name__}, {optimizer.step_count} steps taken, "
+              f"next lr {optimizer.lr:g}")
+    shown = {k: v for k, v in meta.items() if k in ("epoch", "dataset", "data", "target",
+                                                    "loss", "split") and v is not None}
+    if shown:
+        print("recorded: " + ", ".join(f"{k}={v}" for k, v in shown.items()))
+    return 0
+
+
 # -- portgd solve --------------------------------------------------------------------------
 WORKED_A = [[5.0, 1.0, -1.0], [2.0, -1.0, 1.0], [1.0, 3.0, -2.0]]
 WORKED_Y = [1.0, 4.0, 0.0]
@@ -849,6 +875,15 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=_positive, default=1024,
                          help="samples per forward pass")
     predict.set_defaults(run=_cmd_predict)
+
+    summary = commands.add_parser(
+        "summary", formatter_class=formatter, help="describe a checkpoint's model",
+        description="Print a checkpoint's layers, output shapes, parameter counts, dtype, "
+                    "optimizer and recorded training settings.")
+    summary.add_argument("checkpoint", help="a .npz checkpoint")
+    _where(summary)
+    summary.add_argument("--json", action="store_true", help="print a JSON object")
+    summary.set_defaults(run=_cmd_summary)
 
     bench_cmd = commands.add_parser(
         "bench", formatter_class=formatter, help="training throughput on every usable backend",

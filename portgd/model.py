@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ._registry import get_backend
@@ -12,8 +12,10 @@ from .errors import InputError, ShapeError
 from .layers import ACTIVATIONS, Dense, Layer, layer_from_config
 
 if TYPE_CHECKING:
+    from .callbacks import Callback
     from .history import History
     from .losses import Loss
+    from .metrics import Metric
 
 
 def param_name(index: int, name: str) -> str:
@@ -41,6 +43,11 @@ def mlp(
             raise InputError(
                 f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}"
             )
+    if output == "softmax" and out_features == 1:
+        raise InputError(
+            "output='softmax' over one output is always 1, so the model cannot learn; use "
+            "output='sigmoid' for one output (two classes), or out_features=k for k classes"
+        )
     if init is None:
         init = "he_uniform" if activation in ("relu", "leaky_relu") else "glorot_uniform"
     widths = [in_features, *hidden, out_features]
@@ -310,13 +317,76 @@ class Sequential:
                      for i in range(0, n, batch_size)]
             return self.xp.concat(parts, axis=0)
 
-    def fit(self, x: Any, y: Any, **kwargs: Any) -> History:
-        """Train with mini-batch gradient descent; see :func:`portgd.training.fit`."""
-        return _loop().fit(self, x, y, **kwargs)
+    def fit(
+        self,
+        x: Any,
+        y: Any,
+        loss: str | Loss = "mse",
+        optimizer: Any = "adam",
+        epochs: int = 1,
+        batch_size: int = 32,
+        shuffle: bool = True,
+        validation_data: tuple[Any, Any] | None = None,
+        validation_split: float = 0.0,
+        metrics: Sequence[str | Metric] = (),
+        callbacks: Sequence[Callback] = (),
+        verbose: int = 1,
+        seed: int | None = None,
+        stop_on_nonfinite: bool = True,
+        initial_epoch: int = 0,
+        distributed: Any = None,
+    ) -> History:
+        """Train with mini-batch gradient descent; the arguments are those of
+        :func:`portgd.training.fit`, which documents them."""
+        return _loop().fit(
+            self, x, y, loss=loss, optimizer=optimizer, epochs=epochs, batch_size=batch_size,
+            shuffle=shuffle, validation_data=validation_data,
+            validation_split=validation_split, metrics=metrics, callbacks=callbacks,
+            verbose=verbose, seed=seed, stop_on_nonfinite=stop_on_nonfinite,
+            initial_epoch=initial_epoch, distributed=distributed,
+        )
 
-    def evaluate(self, x: Any, y: Any, **kwargs: Any) -> dict[str, float]:
+    def evaluate(
+        self,
+        x: Any,
+        y: Any,
+        loss: str | Loss | None = None,
+        metrics: Sequence[str | Metric] = (),
+        batch_size: int | None = None,
+    ) -> dict[str, float]:
         """Loss and metrics on ``(x, y)``; see :func:`portgd.training.evaluate`."""
-        return _loop().evaluate(self, x, y, **kwargs)
+        return _loop().evaluate(self, x, y, loss=loss, metrics=metrics, batch_size=batch_size)
+
+    def summary(self) -> str:
+        """A table of the layers: output shape per sample batch, parameter counts, then the
+        total, dtype, backend and device. ``print(model.summary())`` shows it."""
+        rows = [("#", "layer", "output shape", "parameters")]
+        features: int | None = None
+        for index, layer in enumerate(self.layers):
+            features = layer.output_features(features)
+            count = sum(math.prod(p.shape) for p in layer.params.values())
+            shape = "(N, ?)" if features is None else f"(N, {features})"
+            rows.append((str(index), type(layer).__name__, shape, f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = ["  ".join((row[0].rjust(widths[0]), row[1].ljust(widths[1]),
+                            row[2].ljust(widths[2]), row[3].rjust(widths[3]))).rstrip()
+                 for row in rows]
+        n_bytes = self.num_parameters() * _itemsize(self.dtype_name)
+        lines.append(f"{self.num_parameters():,} parameters ({_size(n_bytes)}), "
+                     f"{self.dtype_name}, on {self.backend.name} {self.backend.device_name}")
+        return "\n".join(lines)
+
+
+def _itemsize(dtype_name: str) -> int:
+    digits = "".join(c for c in dtype_name if c.isdigit())
+    return int(digits) // 8 if digits else 4
+
+
+def _size(n_bytes: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n_bytes >= scale:
+            return f"{n_bytes / scale:.1f} {unit}"
+    return f"{n_bytes} B"
 
 
 class TrainingLoop(Protocol):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import functools
 import math
 import sys
-import warnings
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -51,6 +50,9 @@ def prepare(model: Sequential, x: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
     host_y = _host(model, y)
     if x.ndim != 2:
         raise ShapeError(f"x must be 2-d, shaped (samples, features); got shape {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise DatasetError("x holds no samples; fit and evaluate need at least one row")
+    _check_finite(model, x, host_y)
     if host_y.shape[0] != x.shape[0]:
         raise ShapeError(
             f"x has {x.shape[0]} samples but y has {host_y.shape[0]}; they must match"
@@ -76,18 +78,45 @@ def prepare(model: Sequential, x: Any, y: Any, loss: Loss) -> tuple[Any, Any]:
     return x, y
 
 
-def _warn_double_activation(model: Sequential, loss: Loss) -> None:
-    last = type(model.layers[-1])
+def _check_finite(model: Sequential, x: Any, host_y: Any) -> None:
+    """DatasetError for NaN or infinity in the inputs or targets (one read of ``x``), so that
+    bad data is reported as bad data, not as a diverging loss."""
+    xp = model.xp
+    if not bool(model.backend.to_numpy(xp.all(xp.isfinite(x)))):
+        bad = model.backend.host.argwhere(~model.backend.host.isfinite(model.backend.to_numpy(x)))
+        row, column = (int(v) for v in bad[0])
+        raise DatasetError(
+            f"x holds NaN or infinite values (the first at row {row}, column {column}); drop "
+            f"or fill in those samples before training"
+        )
+    if host_y.dtype.kind == "f" and not bool(model.backend.host.isfinite(host_y).all()):
+        row = int(model.backend.host.argwhere(~model.backend.host.isfinite(host_y))[0][0])
+        raise DatasetError(f"y holds NaN or infinite values (the first at row {row}); drop "
+                           f"or fill in those samples before training")
+
+
+def _loss_for(model: Sequential, loss: str | Loss) -> Loss:
+    """The Loss object; a loss *name* after the activation it fuses with takes probabilities.
+
+    ``loss="ce"`` after a Softmax (``"bce"`` after a Sigmoid) is the fused, stable pair;
+    a Loss object with ``from_logits=True`` there would apply the activation twice and is
+    refused.
+    """
+    last = type(model.layers[-1]).__name__
+    fused = {"bce": "Sigmoid", "ce": "Softmax"}
+    if isinstance(loss, str) and fused.get(loss) == last:
+        return losses_module.get(loss, from_logits=False)
+    loss = losses_module.get(loss)
     expects = {losses_module.BinaryCrossEntropy: "Sigmoid",
                losses_module.CategoricalCrossEntropy: "Softmax"}.get(type(loss))
-    if getattr(loss, "from_logits", False) and last.__name__ == expects:
-        warnings.warn(
+    if getattr(loss, "from_logits", False) and last == expects:
+        raise InputError(
             f"the model ends in {expects} but {type(loss).__name__}(from_logits=True) "
-            f"expects logits, so the activation is applied twice; pass from_logits=False "
-            f"(portgd then uses the fused, stable gradient) or drop the last {expects}",
-            UserWarning,
-            stacklevel=4,  # _fit, fit, then the device wrapper around fit
+            f"expects logits, so the activation would be applied twice and training would "
+            f"stall; pass from_logits=False (portgd then uses the fused, stable gradient) or "
+            f"drop the last {expects}"
         )
+    return loss
 
 
 def _bind_metrics(metrics: Sequence[Any], loss: Loss, xp: Any) -> list[metrics_module.Metric]:
@@ -251,8 +280,7 @@ def _fit(
     initial_epoch: int,
     distributed: Any,
 ) -> History:
-    loss = losses_module.get(loss)
-    _warn_double_activation(model, loss)
+    loss = _loss_for(model, loss)
     if not isinstance(optimizer, Optimizer):
         optimizer = make_optimizer(optimizer)
     positive_int("epochs", epochs)

@@ -63,9 +63,10 @@ def test_reads_per_epoch_do_not_grow_with_batches(host_reads, validation, metric
         _fit(batches, epochs=2, validation=validation, metrics=metrics)
         counts[batches] = host_reads.count - before
     assert counts[3] == counts[30]
-    # the one-time target validation (1 read) plus one read per epoch of the loss and
-    # metrics (and one more for the validation data, validated once and read per epoch)
-    budget = 1 + 2 * 1 + (1 + 2 * 1 if validation else 0)
+    # the one-time input validation (1 read of the targets, 1 of whether x is finite) plus
+    # one read per epoch of the loss and metrics (and the same again for the validation
+    # data, validated once and read per epoch)
+    budget = 2 + 2 * 1 + (2 + 2 * 1 if validation else 0)
     assert counts[30] == budget
 
 

@@ -69,10 +69,10 @@ def test_validation_split_takes_the_last_samples():
 
 def test_non_finite_loss_stops_and_says_where():
     x, y = _toy()
-    x[70, 1] = np.nan
-    model = Sequential([Dense(3, 1), Sigmoid()], seed=0, dtype="float64")
-    with pytest.raises(portgd.NonFiniteLossError) as err:
-        model.fit(x, y, loss="bce", optimizer="sgd", epochs=3, batch_size=32, shuffle=False,
+    x[70, 1] = 1e200  # finite (NaN would be refused as bad input); its squared error is not
+    model = Sequential([Dense(3, 1)], seed=0, dtype="float64")
+    with pytest.raises(portgd.NonFiniteLossError) as err, np.errstate(all="ignore"):
+        model.fit(x, y, loss="mse", optimizer="sgd", epochs=3, batch_size=32, shuffle=False,
                   verbose=0)
     message = str(err.value)
     assert "epoch 1" in message and "batch 2" in message and "samples 64 to 95" in message
@@ -81,13 +81,14 @@ def test_non_finite_loss_stops_and_says_where():
 
 def test_non_finite_loss_can_continue_or_terminate_quietly():
     x, y = _toy()
-    x[5, 0] = np.nan
-    model = Sequential([Dense(3, 1), Sigmoid()], seed=0, dtype="float64")
-    history = model.fit(x, y, loss="bce", optimizer="sgd", epochs=2, batch_size=32,
-                        verbose=0, stop_on_nonfinite=False)
-    assert len(history) == 2 and np.isnan(history["loss"]).all()
-    history = model.fit(x, y, loss="bce", optimizer="sgd", epochs=5, batch_size=32,
-                        verbose=0, callbacks=[TerminateOnNaN()])
+    x[5, 0] = 1e200
+    model = Sequential([Dense(3, 1)], seed=0, dtype="float64")
+    with np.errstate(all="ignore"):
+        history = model.fit(x, y, loss="mse", optimizer="sgd", epochs=2, batch_size=32,
+                            verbose=0, stop_on_nonfinite=False)
+        assert len(history) == 2 and not np.isfinite(history["loss"]).any()
+        history = model.fit(x, y, loss="mse", optimizer="sgd", epochs=5, batch_size=32,
+                            verbose=0, callbacks=[TerminateOnNaN()])
     assert len(history) == 1
 
 
@@ -233,11 +234,15 @@ def test_integer_features_are_converted_not_truncated():
     assert a == b
 
 
-def test_softmax_with_a_logits_loss_warns():
+def test_softmax_with_a_logits_loss_is_refused_and_a_loss_name_fuses():
     x, y = _toy()
     model = mlp(3, [4], 2, output="softmax")
-    with pytest.warns(UserWarning, match=r"from_logits=False"):
+    with pytest.raises(portgd.InputError, match=r"applied twice .* pass from_logits=False"):
         model.fit(x, y, loss=CategoricalCrossEntropy(), epochs=1, batch_size=32, verbose=0)
+    by_name = mlp(3, [4], 2, output="softmax").fit(x, y, loss="ce", epochs=5, verbose=0)
+    fused = mlp(3, [4], 2, output="softmax").fit(
+        x, y, loss=CategoricalCrossEntropy(from_logits=False), epochs=5, verbose=0)
+    assert by_name["loss"] == fused["loss"]  # "ce" after a Softmax is the fused pair
 
 
 def test_fit_releases_gradients_after_each_update():

@@ -23,7 +23,8 @@ biases) against the *summed* loss of the ``n`` training samples of the call::
 so each step adds ``(alpha / n) * W_l`` to the gradient of ``W_l``, whatever the batch size.
 scikit-learn divides by the size of each batch instead of ``n``; the two agree when the batch
 is the whole training set, and scikit-learn's ``alpha`` at batch size ``B`` is portgd's
-``alpha * n / B``. ``loss_curve_`` reports the objective: the epoch's mean data loss plus the
+``alpha * n / B`` (``2 * alpha * n / B`` for the regressor, whose mean squared error is twice
+scikit-learn's half-MSE). ``loss_curve_`` reports the objective: the epoch's mean data loss plus the
 penalty at the end of the epoch.
 
 Fitted attributes follow scikit-learn: ``classes_``, ``n_features_in_``,
@@ -48,7 +49,7 @@ from .callbacks import Callback
 from .errors import BackendError, BackendNotFoundError, InputError
 from .layers import Dense
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, softplus
-from .model import Sequential, mlp
+from .model import Sequential, mlp, param_name
 from .optim import make_optimizer, optimizer_from_state_dict
 
 try:
@@ -100,16 +101,32 @@ class _PenalizedDense(Dense):
 
 
 def _build_model(arch: dict[str, Any], seed: int, dtype: Any, backend: Any) -> Sequential:
-    """The network of ``arch`` (widths, activation, output) with penalised Dense layers."""
+    """The network of ``arch`` (widths, activation, output), initialised as scikit-learn does.
+
+    Every weight and bias is drawn from ``U(-b, b)`` with ``b = sqrt(f / (fan_in + fan_out))``,
+    ``f = 2`` for a logistic activation and 6 otherwise, on the host from ``seed`` (so every
+    backend starts from the same numbers), then cast to ``dtype`` and moved to ``backend``.
+    """
     widths = arch["widths"]
     base = mlp(widths[0], widths[1:-1], widths[-1], activation=arch["activation"],
                output=arch["output"], seed=seed, dtype=dtype, backend=backend)
     layers = [
-        _PenalizedDense(layer.in_features, layer.out_features, init=layer.init)
+        _PenalizedDense(layer.in_features, layer.out_features, init="zeros")
         if isinstance(layer, Dense) else layer
         for layer in base.layers
     ]
-    return Sequential(layers, seed=seed, dtype=dtype, backend=base.backend)
+    model = Sequential(layers, seed=seed, dtype=dtype, backend=base.backend)
+    factor = 2.0 if arch["activation"] == "sigmoid" else 6.0
+    draw = np.random.default_rng([seed, 1])  # a stream apart from the batch order's
+    state = {}
+    for index, layer in enumerate(model.layers):
+        if isinstance(layer, Dense):
+            bound = np.sqrt(factor / (layer.in_features + layer.out_features))
+            for name, param in layer.params.items():
+                state[param_name(index, name)] = draw.uniform(
+                    -bound, bound, tuple(param.shape)).astype(model.dtype_name)
+    model.load_state_dict(state)
+    return model
 
 
 def _dense_layers(model: Sequential) -> list[_PenalizedDense]:
@@ -435,7 +452,7 @@ class _BaseMLP(BaseEstimator):
                              f"leaves none for training or validation")
         xp = model.xp
         take = lambda idx: xp.take(x, model.backend.asarray(idx), axis=0)  # noqa: E731
-        return take(train), targets[train], (take(val), self._score_targets(targets[val]))
+        return take(train), targets[train], (take(val), targets[val])
 
     def fit(self, X: Any, y: Any) -> Any:
         """Train from scratch (or, with ``warm_start=True``, from the current weights)."""
@@ -613,9 +630,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return index.astype(np.float64), 1
         return index, len(self.classes_)
 
-    def _score_targets(self, targets: np.ndarray) -> np.ndarray:
-        return targets
-
     def _loss(self) -> Any:
         if self._output == "softmax":
             return CategoricalCrossEntropy(from_logits=False)
@@ -721,9 +735,6 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
                              f"with {self.n_outputs_}")
         y = y.astype(np.float64)
         return (y.reshape(-1, 1) if y.ndim == 1 else y), outputs
-
-    def _score_targets(self, targets: np.ndarray) -> np.ndarray:
-        return targets
 
     def _loss(self) -> Any:
         return MSE()

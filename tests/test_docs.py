@@ -32,6 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RUNNABLE = [
     "README.md", "docs/index.md", "docs/quickstart.md", "docs/checkpoints.md", "docs/datasets.md",
 ]
+RUNNABLE.append("docs/sklearn.md")
 CLI_DOC = ROOT / "docs" / "cli.md"
 
 FENCE = re.compile(

@@ -76,6 +76,11 @@ class Backend:
 
     host = np
 
+    #: Lazy libraries (dask): the core calls :meth:`materialize` on what it holds at least
+    #: every this many training steps, evaluation batches or solve_linear iterations, and
+    #: where it reads from the host anyway. None (eager libraries): never.
+    materialize_every: int | None = None
+
     def __init__(
         self,
         name: str,
@@ -265,6 +270,22 @@ class Backend:
 
     def synchronize(self) -> None:
         """Wait until queued device work has finished (a no-op on synchronous libraries)."""
+
+    def materialize(self, tree: Any) -> Any:
+        """``tree`` (arrays in nested dicts, lists and tuples) with its pending work done.
+
+        The lazy-library hook: a lazy backend computes the arrays' task graphs once (dask:
+        ``persist``) and returns arrays that hold their values, with the same structure,
+        so graphs and memory stay bounded over a long run. The core calls it only when
+        :attr:`materialize_every` is set. The generic backend is eager: ``tree`` as is.
+        """
+        return tree
+
+    def due(self, count: int) -> bool:
+        """Whether ``count`` steps call for :meth:`materialize` (a multiple of
+        :attr:`materialize_every`)."""
+        every = self.materialize_every
+        return every is not None and count % every == 0
 
     def activate(self) -> contextlib.AbstractContextManager[Any]:
         """A context in which this backend's device is the library's current device."""

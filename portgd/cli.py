@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__, _preflight
+from . import __version__, _preflight, check
 from ._registry import available_backends, get_backend
 from .callbacks import Callback
 from .errors import InputError, NonFiniteLossError, PortgdError
@@ -918,6 +918,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="of A, Y and x")
     solve.add_argument("--json", action="store_true", help="print a JSON object")
     solve.set_defaults(run=_cmd_solve)
+
+    check.add_parser(commands, formatter)
     return parser
 
 

@@ -49,6 +49,8 @@ def solve_linear(
     Each step is ``x <- x - lr * (2/N) A^T (A x - Y)``. Shapes: ``A`` (N, M), ``Y`` (N,) or
     (N, K); ``x`` (M,) or (M, K). The loss is recorded (on the device) at iterations
     0, ``log_every``, 2 ``log_every``, ... and after the last step, and read back once.
+    On a lazy library the pending work is materialised every
+    ``Backend.materialize_every`` iterations.
 
     ``A`` and ``Y`` may be host data or arrays of any backend; without ``backend=`` the
     backend of ``A`` is used (the active backend for host data). Returns a
@@ -92,6 +94,8 @@ def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
             iterations.append(i)
         if i < iters:
             x = x - step * (At @ residual)
+            if target.due(i + 1):  # a lazy library's graph stays bounded
+                x, recorded = target.materialize((x, recorded))
     losses = target.to_numpy(xp.stack(recorded)).tolist()
     if not all(math.isfinite(loss) for loss in losses):
         raise NonFiniteLossError(divergence_message(losses, iterations))

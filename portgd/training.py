@@ -176,10 +176,23 @@ class _Accumulator:
         names = ["loss", *(m.name for m in self.metrics)]
         return {prefix + name: float(v) for name, v in zip(names, host, strict=True)}
 
+    def materialize(self, *also: Any) -> tuple[Any, ...]:
+        """Do the pending work of the sums and of ``also`` in one call of the lazy-library
+        hook (so work they share is done once); returns ``also`` materialised. The batch
+        losses become one array, so the number of arrays held stays bounded."""
+        xp = self.backend.xp
+        if self.batch_losses:
+            self.batch_losses = [xp.concat([xp.reshape(xp.asarray(v), (-1,))
+                                            for v in self.batch_losses])]
+        self.loss_sum, self.sums, self.batch_losses, also = self.backend.materialize(
+            (self.loss_sum, self.sums, self.batch_losses, also))
+        return also
+
     def first_nonfinite_batch(self) -> int | None:
         backend = self.backend
         xp = backend.xp
-        host = backend.to_numpy(xp.stack([xp.asarray(v) for v in self.batch_losses]))
+        host = backend.to_numpy(xp.concat([xp.reshape(xp.asarray(v), (-1,))
+                                           for v in self.batch_losses]))
         bad = [i for i, v in enumerate(host.tolist()) if not math.isfinite(v)]
         return bad[0] if bad else None
 
@@ -345,8 +358,12 @@ def _fit(
             step = TrainingStep(model, optimizer, reducer)
             totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
             step.finish()
+            if backend.due(b + 1):
+                _materialize(model, optimizer, totals)
             if progress is not None:
                 progress.step(b + 1, totals.samples, totals.read)
+        if backend.materialize_every is not None:  # the host reads now anyway
+            _materialize(model, optimizer, totals)
         logs = totals.read(distributed=distributed)
         if validation is not None:
             logs.update(_evaluate(model, *validation, loss, bound, batch_size, "val_",
@@ -394,7 +411,15 @@ def _evaluate(
         xb, yb = x[start:stop, ...], y[start:stop, ...]
         yhat = model.forward(xb)
         totals.add(model.loss_value(yhat, yb, loss), yhat, yb)
+        if model.backend.due(start // step + 1):
+            totals.materialize()
     return totals.read(prefix, distributed)
+
+
+def _materialize(model: Sequential, optimizer: Optimizer, totals: _Accumulator) -> None:
+    """The lazy-library hook of ``fit``: parameters, optimizer state and the epoch's sums
+    in one call, so the work they share is done once."""
+    model.params, optimizer.state = totals.materialize(model.params, optimizer.state)
 
 
 @on_model_device

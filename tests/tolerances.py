@@ -9,4 +9,6 @@ float32's measurement and 140x above float64's, where reduction order alone can 
 last bits. GPU backends: not yet measured (docs/numerics.md).
 """
 
-TOLERANCE = {"float64": 1e-13, "float32": 1e-5}
+from portgd.check import TOLERANCE  # one table, shared with `portgd check`
+
+__all__ = ["TOLERANCE"]

@@ -210,7 +210,7 @@ class Optimizer:
         is not on the optimizer's backend and device; ShapeError on a shape mismatch.
         The arrays passed in are not modified.
         """
-        return self._apply(params, grads, in_place=False)
+        return self._materialized(self._apply(params, grads, in_place=False))
 
     def update(self, model: Any) -> None:
         """``model.params = self.step(model.params, model.grads)``.
@@ -223,7 +223,17 @@ class Optimizer:
         the generic rule's.
         """
         self._bind(getattr(model, "backend", None))
-        model.params = self._apply(model.params, model.grads, in_place=True, trusted=True)
+        model.params = self._materialized(
+            self._apply(model.params, model.grads, in_place=True, trusted=True))
+
+    def _materialized(self, params: dict[str, Array]) -> dict[str, Array]:
+        """The lazy-library hook (``Backend.materialize``) on the new parameters and the
+        state, every ``backend.materialize_every`` steps; ``params`` unchanged otherwise."""
+        backend = self._backend
+        if backend is None or not backend.due(self.step_count):
+            return params
+        params, self.state = backend.materialize((params, self.state))
+        return params
 
     def begin_step(
         self, params: Mapping[str, Array], backend: Backend | None = None

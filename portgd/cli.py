@@ -422,7 +422,8 @@ def _new_model(args: argparse.Namespace, train: Any, outputs: int, output: str,
     from .model import mlp
 
     return mlp(train.n_features, args.hidden, outputs, activation=args.activation,
-               output=output, seed=args.seed, dtype=args.dtype, backend=backend)
+               output=output, seed=args.seed, dtype=args.dtype, backend=backend,
+               dropout=args.dropout)
 
 
 def _over_ranks(command: Any) -> Any:
@@ -771,8 +772,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--hidden", type=_hidden, default="64,32",
                        help="hidden layer widths, comma-separated ('' for none)")
     train.add_argument("--activation", default="relu",
-                       choices=["relu", "leaky_relu", "tanh", "sigmoid", "identity"],
+                       choices=["relu", "leaky_relu", "tanh", "sigmoid", "gelu", "identity"],
                        help="between hidden layers")
+    train.add_argument("--dropout", type=_fraction, default=0.0, metavar="RATE",
+                       help="drop each hidden unit with this probability while training "
+                            "(inverted dropout; predict and evaluate use every unit)")
     train.add_argument("--loss", default="auto", choices=LOSSES,
                        help="auto: the --resume checkpoint's, else bce for two classes, ce for "
                             "more, mse for regression")

@@ -12,6 +12,7 @@ A layer gets its array namespace ``xp`` once, when a model builds it on a backen
 
 from __future__ import annotations
 
+import math
 from typing import Any, ClassVar
 
 from . import init as initializers
@@ -24,6 +25,9 @@ class Layer:
 
     #: names of the layer's parameters, in order
     param_names: ClassVar[tuple[str, ...]] = ()
+    #: True while ``fit`` runs training steps (Dropout drops units only then); the model
+    #: sets it through :meth:`portgd.Sequential.train`
+    training: bool = False
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -261,13 +265,121 @@ class Softmax(Layer):
         return y * (dout - self.xp.sum(dout * y, axis=-1, keepdims=True))
 
 
+#: sqrt(2 / pi), the scale of the tanh form of GELU
+GELU_TANH_SCALE = math.sqrt(2.0 / math.pi)
+#: Numerical Recipes' erfc fit: ``erfc(a) = t exp(-a^2 + P(t))``, ``t = 1 / (1 + a/2)``
+_ERFC = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+         -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def normal_cdf(xp: Any, x: Any) -> Any:
+    """``Phi(x) = erfc(-x / sqrt(2)) / 2``, the standard normal CDF.
+
+    The array API has no ``erf``; ``erfc`` comes from the Chebyshev fit of Numerical
+    Recipes (section 6.2), whose fractional error is below 1.2e-7 everywhere, so
+    ``x * Phi(x)`` is within 1.4e-8 of the exact GELU.
+    """
+    z = x * (-1.0 / math.sqrt(2.0))
+    a = xp.abs(z)
+    t = 1.0 / (1.0 + 0.5 * a)
+    poly = _ERFC[-1] * t
+    for c in reversed(_ERFC[1:-1]):
+        poly = (poly + c) * t
+    tail = t * xp.exp(-(a * a) + (poly + _ERFC[0]))  # erfc(|z|)
+    return 0.5 * xp.where(z >= 0, tail, 2.0 - tail)
+
+
+class GELU(Layer):
+    """Gaussian error linear unit: ``y = x * Phi(x)``, ``Phi`` the standard normal CDF.
+
+    ``approximate="none"`` (as torch's default): ``dx = dy * (Phi(x) + x * phi(x))`` with
+    ``phi(x) = exp(-x^2 / 2) / sqrt(2 pi)``; ``Phi`` from :func:`normal_cdf` (within
+    1.4e-8 of the exact function). ``approximate="tanh"``: ``y = x (1 + tanh(u)) / 2``
+    with ``u = sqrt(2/pi) (x + 0.044715 x^3)``, and
+    ``dx = dy * ((1 + tanh u) / 2 + x (1 - tanh^2 u) sqrt(2/pi) (1 + 3 * 0.044715 x^2) / 2)``.
+    """
+
+    def __init__(self, approximate: str = "none") -> None:
+        super().__init__()
+        if approximate not in ("none", "tanh"):
+            raise InputError(f"GELU: approximate must be 'none' or 'tanh', got {approximate!r}")
+        self.approximate = approximate
+
+    def config(self) -> dict[str, Any]:
+        return {"approximate": self.approximate}
+
+    def forward(self, x: Any) -> Any:
+        xp = self.xp
+        self._x = x
+        if self.approximate == "tanh":
+            self._tanh = xp.tanh(GELU_TANH_SCALE * (x + 0.044715 * x * x * x))
+            return 0.5 * x * (1.0 + self._tanh)
+        self._cdf = normal_cdf(xp, x)
+        return x * self._cdf
+
+    def backward(self, dout: Any) -> Any:
+        x, xp = self._x, self.xp
+        if self.approximate == "tanh":
+            th = self._tanh
+            du = GELU_TANH_SCALE * (1.0 + 3.0 * 0.044715 * x * x)
+            return dout * (0.5 * (1.0 + th) + 0.5 * x * (1.0 - th * th) * du)
+        pdf = xp.exp(-0.5 * x * x) * (1.0 / math.sqrt(2.0 * math.pi))
+        return dout * (self._cdf + x * pdf)
+
+
+class Dropout(Layer):
+    """Inverted dropout: while training, each unit is kept with probability ``1 - rate``
+    and scaled by ``1 / (1 - rate)``; otherwise (predict, evaluate) ``y = x``.
+
+    ``y = x * m``, ``dx = dy * m`` with ``m = [u >= rate] / (1 - rate)``, ``u`` uniform in
+    [0, 1) drawn on the host, one per element, and moved to the device once per step. By
+    default ``u`` comes from the model's host generator (the one its ``seed`` seeds), so
+    every backend sees the same masks and a checkpoint resumes them; ``seed=`` gives the
+    layer a generator of its own. ``fit`` sets :attr:`training` for its steps only.
+    """
+
+    def __init__(self, rate: float = 0.5, seed: int | None = None) -> None:
+        super().__init__()
+        if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+            raise InputError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
+        self.rate = float(rate)
+        self.seed = seed
+        self._rng: Any = None
+        self._mask: Any = None
+
+    def config(self) -> dict[str, Any]:
+        return {"rate": self.rate, "seed": self.seed}
+
+    def bind(self, backend: Any) -> None:
+        super().bind(backend)
+        self._backend = backend
+
+    def build(self, backend: Any, rng: Any, dtype: Any) -> None:
+        super().build(backend, rng, dtype)
+        self._dtype = dtype
+        self._rng = rng if self.seed is None else backend.rng(self.seed)
+
+    def forward(self, x: Any) -> Any:
+        if not self.training or self.rate == 0.0:
+            self._mask = None
+            return x
+        keep = self._rng.random(tuple(x.shape)) >= self.rate
+        self._mask = self._backend.asarray(keep * (1.0 / (1.0 - self.rate)),
+                                           dtype=self._dtype)
+        return x * self._mask
+
+    def backward(self, dout: Any) -> Any:
+        return dout if self._mask is None else dout * self._mask
+
+
 LAYERS: dict[str, type[Layer]] = {
-    cls.__name__: cls for cls in (Dense, Identity, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax)
+    cls.__name__: cls
+    for cls in (Dense, Identity, ReLU, LeakyReLU, Tanh, Sigmoid, Softmax, GELU, Dropout)
 }
 
 ACTIVATIONS: dict[str, type[Layer]] = {
     "relu": ReLU, "leaky_relu": LeakyReLU, "tanh": Tanh, "sigmoid": Sigmoid,
-    "softmax": Softmax, "identity": Identity, "linear": Identity,
+    "softmax": Softmax, "identity": Identity, "linear": Identity, "gelu": GELU,
 }  # fmt: skip
 
 

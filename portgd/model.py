@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ._registry import get_backend
 from .errors import InputError, ShapeError
-from .layers import ACTIVATIONS, Dense, Layer, layer_from_config
+from .layers import ACTIVATIONS, Dense, Dropout, Layer, layer_from_config
 
 if TYPE_CHECKING:
     from .callbacks import Callback
@@ -30,13 +30,15 @@ def mlp(
     activation: str = "relu",
     output: str = "identity",
     init: str | None = None,
+    dropout: float = 0.0,
     **kwargs: Any,
 ) -> Sequential:
     """A multi-layer perceptron: Dense layers of the given widths with ``activation`` between.
 
     ``output`` is the activation after the last Dense (``"sigmoid"``, ``"softmax"``,
     ``"identity"``). ``init`` defaults to ``he_uniform`` for ReLU-like activations and
-    ``glorot_uniform`` otherwise. ``kwargs`` go to :class:`Sequential`.
+    ``glorot_uniform`` otherwise. ``dropout > 0`` puts a :class:`~portgd.layers.Dropout` of
+    that rate after each hidden activation. ``kwargs`` go to :class:`Sequential`.
     """
     for name in (activation, output):
         if name not in ACTIVATIONS:
@@ -58,6 +60,8 @@ def mlp(
         name = output if last else activation
         if ACTIVATIONS[name] is not ACTIVATIONS["identity"] or not last:
             layers.append(ACTIVATIONS[name]())
+        if dropout and not last:
+            layers.append(Dropout(dropout))
     return Sequential(layers, **kwargs)
 
 
@@ -231,9 +235,14 @@ class Sequential:
         return self
 
     # -- computing --------------------------------------------------------------------
-    def forward(self, x: Any) -> Any:
-        """The output for a batch ``x`` shaped ``(N, in_features)``; keeps what backward needs."""
+    def forward(self, x: Any, training: bool = False) -> Any:
+        """The output for a batch ``x`` shaped ``(N, in_features)``; keeps what backward needs.
+
+        ``training=True`` (what ``fit`` passes for its steps) makes Dropout drop units;
+        every call sets each layer's ``training`` flag, so no mode outlives the call.
+        """
         for layer in self.layers:
+            layer.training = training
             x = layer.forward(x)
         return x
 

@@ -354,7 +354,7 @@ def _fit(
                 reducer.begin((last - first) / (stop - start))
                 start, stop = start + first, start + last
             xb, yb = xe[start:stop, ...], ye[start:stop, ...]
-            yhat = model.forward(xb)
+            yhat = model.forward(xb, training=True)
             step = TrainingStep(model, optimizer, reducer)
             totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
             step.finish()

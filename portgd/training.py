@@ -472,12 +472,15 @@ def _check_ranks(distributed: Any, model: Sequential, optimizer: Optimizer, loss
         weights = xp.arange(1, array.shape[0] + 1, dtype=array.dtype, device=backend.device)
         fingerprints += [xp.sum(array, axis=0), weights @ array]
     host = backend.to_numpy(xp.concat(fingerprints))
+    settings, state = _optimizer_snapshot(optimizer)
     distributed.check_same({
         "the parameters": b"".join(p.tobytes() for p in model.state_dict().values()),
         "the model": model.config(),
-        "the optimizer": _optimizer_snapshot(optimizer),
+        "the optimizer": settings,
+        "the optimizer state": state,
         "the loss": [type(loss).__name__, loss.config()],
-        "the data": [list(a.shape) for a in data] + [host.tobytes().hex()],
+        "the data": [list(a.shape) for a in data],
+        "the data values": host.tobytes(),
         "the batch order (generator state)": rng.bit_generator.state,
         "the fit arguments": arguments,
     })
@@ -491,14 +494,16 @@ def _check_ranks(distributed: Any, model: Sequential, optimizer: Optimizer, loss
         ))
 
 
-def _optimizer_snapshot(optimizer: Optimizer) -> Any:
+def _optimizer_snapshot(optimizer: Optimizer) -> tuple[Any, bytes]:
+    """(configuration and counters, the state's bytes) of ``optimizer``."""
     try:
-        state = optimizer.state_dict()
+        snapshot = optimizer.state_dict()
     except InputError:  # a custom learning-rate callable: compare what can be compared
-        return [type(optimizer).__name__, optimizer.step_count, optimizer.param_steps]
-    arrays = state.pop("state")
-    return [state, {name: {key: value.tobytes().hex() for key, value in entry.items()}
-                    for name, entry in arrays.items()}]
+        return [type(optimizer).__name__, optimizer.step_count, optimizer.param_steps], b""
+    arrays = snapshot.pop("state")
+    state = b"".join(arrays[name][key].tobytes() for name in sorted(arrays)
+                     for key in sorted(arrays[name]))
+    return snapshot, state
 
 
 def _first_nonfinite_batch(totals: _Accumulator, distributed: Any) -> int | None:

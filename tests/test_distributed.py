@@ -131,7 +131,7 @@ def test_a_mismatch_or_too_many_ranks_is_refused_on_every_rank(tmp_path):
         assert "the parameters: rank(s) [1] differ from rank 0" in said["seed"]
         assert "the optimizer: rank(s) [1] differ from rank 0" in said["lr"]
         assert "the fit arguments: rank(s) [1] differ from rank 0" in said["batch_size"]
-        assert "the data: rank(s) [1] differ from rank 0" in said["data"]
+        assert "the data values: rank(s) [1] differ from rank 0" in said["data"]
         assert "2 ranks cannot share a global batch of 1 samples" in said["too_many_ranks"]
 
 

@@ -60,6 +60,24 @@ def mismatches(out: Path, comm: Communicator) -> None:
     (out / f"mismatches-rank{comm.rank}.json").write_text(json.dumps(said))
 
 
+def collectives(out: Path, comm: Communicator) -> None:
+    """The Communicator's own methods, on NumPy and on a staged backend."""
+    import array_api_strict as xp
+
+    mine = np.arange(3.0) * (comm.rank + 1)
+    staged = comm.allreduce(xp.asarray(mine))
+    comm.barrier()
+    found = {
+        "numpy": comm.allreduce(mine).tolist(),
+        "strict": np.asarray(staged).tolist(),
+        "strict_type": type(staged).__module__.split(".")[0],
+        "broadcast": comm.broadcast({"from": comm.rank}),
+        "allgather": comm.allgather(comm.rank * 10),
+        "size": comm.size,
+    }
+    (out / f"collectives-rank{comm.rank}.json").write_text(json.dumps(found))
+
+
 class _Fail(Callback):
     def __init__(self, rank: int, how: str) -> None:
         self.rank, self.how = rank, how
@@ -88,6 +106,7 @@ def main() -> None:
         equivalence(out, comm)
         resume_load(out, comm)
     elif scenario == "mismatches":
+        collectives(out, comm)
         mismatches(out, comm)
     elif scenario in ("exception", "kill"):
         fault(out, comm, scenario)

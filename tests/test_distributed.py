@@ -125,8 +125,13 @@ def test_n_ranks_equal_one_process_and_resume_on_another_rank_count(ranks, tmp_p
 
 
 def test_a_mismatch_or_too_many_ranks_is_refused_on_every_rank(tmp_path):
+    """(The same launch checks the Communicator's collectives first.)"""
     _check(launch(2, "mismatches", tmp_path))
     for rank in (0, 1):
+        found = json.loads((tmp_path / f"collectives-rank{rank}.json").read_text())
+        assert found == {"numpy": [0.0, 3.0, 6.0], "strict": [0.0, 3.0, 6.0],
+                         "strict_type": "array_api_strict", "broadcast": {"from": 0},
+                         "allgather": [0, 10], "size": 2}
         said = json.loads((tmp_path / f"mismatches-rank{rank}.json").read_text())
         assert "the parameters: rank(s) [1] differ from rank 0" in said["seed"]
         assert "the optimizer: rank(s) [1] differ from rank 0" in said["lr"]

@@ -55,6 +55,10 @@ class GradientReducer(Protocol):
     def wait(self) -> Iterable[tuple[int, dict[str, Any]]]: ...
 
 
+def _present(grads: dict[str, Any]) -> dict[str, Any]:
+    return {key: g for key, g in grads.items() if g is not None}
+
+
 class TrainingStep:
     """The ``after_layer`` hook of one training step: gradients -> (reducer) -> optimizer.
 
@@ -79,16 +83,14 @@ class TrainingStep:
         update = self.update
         if update.finished:
             update._already_finished()
-        if not layer.grads:
-            return
-        grads = {key: g for key, g in layer.grads.items() if g is not None}
         if self.reducer is None:
-            if update.layerwise:
-                self._apply(index, layer, grads)
+            if update.layerwise and layer.grads:
+                self._apply(index, layer, _present(layer.grads))
             return
-        layer.grads = {}
-        self.reducer.start(index, grads)
-        for done, reduced in self.reducer.ready():
+        if layer.grads:
+            self.reducer.start(index, _present(layer.grads))
+            layer.grads = {}
+        for done, reduced in self.reducer.ready():  # every layer: MPI progresses in calls
             self._deliver(done, reduced)
 
     def finish(self) -> None:

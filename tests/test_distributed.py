@@ -194,8 +194,29 @@ def test_portgd_train_distributed_equals_portgd_train(tmp_path, capsys):
                  "portgd train --distributed")
 
 
-
+SCALING_DOC = HERE.parent / "docs" / "scaling.md"
 SCALING_SCRIPT = HERE.parent / "benchmarks" / "scaling.py"
+
+
+def _model_blocks() -> list[tuple[list[str], str]]:
+    """(arguments, printed output) of every ``$ python benchmarks/scaling.py model`` block."""
+    text = SCALING_DOC.read_text(encoding="utf-8")
+    found = []
+    for block in text.split("```text\n")[1:]:
+        body = block.split("```", 1)[0]
+        first, _, rest = body.partition("\n")
+        if first.startswith("$ python benchmarks/scaling.py model"):
+            found.append((first.split()[3:], rest))
+    return found
+
+
+def test_the_cost_model_tables_of_scaling_md_are_what_the_script_prints():
+    blocks = _model_blocks()
+    assert blocks, "docs/scaling.md shows no cost-model run"
+    for arguments, shown in blocks:
+        done = subprocess.run([sys.executable, str(SCALING_SCRIPT), *arguments],
+                              capture_output=True, text=True, check=True)
+        assert done.stdout.strip() == shown.strip(), arguments
 
 
 def test_the_scaling_benchmark_runs(tmp_path):
@@ -210,3 +231,11 @@ def test_the_scaling_benchmark_runs(tmp_path):
         (1, 1, 128, None), (2, 1, 128, True)]
     assert all(r["step_ms"] > 0 for r in rows)
     assert all(r["comm_ms"] >= r["waited_ms"] >= 0 for r in rows if r["ranks"] > 1)
+
+
+def test_the_staging_measurement_runs():
+    done = subprocess.run([sys.executable, str(SCALING_SCRIPT), "staging", "--backend",
+                           "array_api_strict", "--widths", "8,4,2"],
+                          capture_output=True, text=True, check=True)
+    found = json.loads(done.stdout)
+    assert found["bytes"] == 4 * (8 * 4 + 4 + 4 * 2 + 2) and found["staging_ms"] > 0

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 from array_api_compat import is_array_api_obj
 
+from ._checks import check_real, positive_int
 from ._registry import backend_of, get_backend
 from .callbacks import Callback
 from .errors import BackendError, BackendNotFoundError, InputError
@@ -243,21 +244,17 @@ class _BaseMLP(BaseEstimator):
         """Check every parameter at fit time (scikit-learn's rule: never in __init__)."""
         name = type(self).__name__
 
-        def real(key: str, low: float, high: float = np.inf, low_open: bool = False,
-                 high_open: bool = False) -> None:
+        def real(key: str, **limits: Any) -> None:
             value = getattr(self, key)
-            ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and (
-                value > low if low_open else value >= low) and (
-                value < high if high_open else value <= high)
-            if not ok:
-                lo, hi = ("(" if low_open else "["), (")" if high_open else "]")
-                raise InputError(f"{name}: {key} must be a real number in {lo}{low}, "
-                                 f"{high}{hi}; got {value!r}")
+            if isinstance(value, numbers.Real) and not isinstance(value, bool):
+                value = float(value)  # NumPy scalars from a parameter grid
+            check_real(name, key, value, **limits)
 
         def count(key: str) -> None:
             value = getattr(self, key)
-            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-                raise InputError(f"{name}: {key} must be a positive int; got {value!r}")
+            if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+                value = int(value)
+            positive_int(f"{name}: {key}", value)
 
         self._hidden()
         if self.activation not in ACTIVATIONS:
@@ -267,14 +264,14 @@ class _BaseMLP(BaseEstimator):
             raise InputError(f"{name}: solver must name a portgd optimizer, one of "
                              f"{', '.join(SOLVERS)}; got {self.solver!r} (scikit-learn's "
                              f"'lbfgs' has no portgd counterpart)")
-        real("alpha", 0.0)
-        real("learning_rate_init", 0.0, low_open=True)
-        real("tol", 0.0)
-        real("momentum", 0.0, 1.0)
-        real("validation_fraction", 0.0, 1.0, low_open=True, high_open=True)
-        real("beta_1", 0.0, 1.0, high_open=True)
-        real("beta_2", 0.0, 1.0, high_open=True)
-        real("epsilon", 0.0, low_open=True)
+        real("alpha", low=0.0)
+        real("learning_rate_init", low=0.0, low_open=True)
+        real("tol", low=0.0)
+        real("momentum", low=0.0, high=1.0)
+        real("validation_fraction", low=0.0, high=1.0, low_open=True, high_open=True)
+        real("beta_1", low=0.0, high=1.0, high_open=True)
+        real("beta_2", low=0.0, high=1.0, high_open=True)
+        real("epsilon", low=0.0, low_open=True)
         count("max_iter")
         count("n_iter_no_change")
         if self.batch_size != "auto":

@@ -316,14 +316,16 @@ def test_feature_names_from_a_dataframe():
     ({"hidden_layer_sizes": (4, 0)}, "hidden_layer_sizes must be a tuple of positive ints"),
     ({"solver": "lbfgs"}, "solver must name a portgd optimizer"),
     ({"activation": "softsign"}, "activation must be one of"),
-    ({"alpha": -1.0}, "alpha must be a real number"),
-    ({"batch_size": 0}, "batch_size must be a positive int"),
-    ({"validation_fraction": 1.0}, "validation_fraction must be a real number in"),
+    ({"alpha": -1.0}, r"MLPClassifier: alpha must be >= 0, got -1.0"),
+    ({"alpha": "big"}, r"MLPClassifier: alpha must be a real number, got 'big'"),
+    ({"batch_size": 0}, "MLPClassifier: batch_size must be a positive int, got 0"),
+    ({"validation_fraction": 1.0}, r"validation_fraction must be in \(0, 1\), got 1.0"),
     ({"backend": "nonesuch"}, "no backend named 'nonesuch'"),
 ])
 def test_bad_parameters_fail_at_fit_with_a_message(params, message):
+    """Checked in fit, never in __init__ (scikit-learn's rule)."""
     X, y = blobs()
-    est = MLPClassifier(**params)  # never in __init__ (scikit-learn's rule)
+    est = MLPClassifier(**params)
     with pytest.raises((ValueError, LookupError), match=message):
         est.fit(X, y)
 
@@ -342,3 +344,34 @@ def test_digits_ten_classes_reaches_95_percent():
     est = MLPClassifier((128, 64), learning_rate_init=3e-3, batch_size=32, max_iter=30,
                         random_state=0, dtype="float32").fit(X_train, y_train)
     assert est.score(X_test, y_test) > 0.95
+
+
+@pytest.mark.parametrize("regression", [False, True])
+def test_one_full_batch_step_matches_scikit_learn(regression):
+    """With the batch = the training set, portgd's alpha is scikit-learn's for the classifier;
+    the regressor's loss is twice scikit-learn's half-MSE, so it takes 2 alpha at lr / 2."""
+    from sklearn.neural_network import MLPClassifier as SkClassifier
+    from sklearn.neural_network import MLPRegressor as SkRegressor
+
+    if regression:
+        X, y = make_regression(n_samples=30, n_features=4, random_state=0)
+        y = y / y.std()
+    else:
+        X, y = blobs(n=30, features=4)
+    ours_cls, sk_cls = (MLPRegressor, SkRegressor) if regression else (MLPClassifier,
+                                                                      SkClassifier)
+    lr, alpha = 0.1, 2.0
+    scale = 2.0 if regression else 1.0
+    common = dict(hidden_layer_sizes=(5,), solver="sgd", momentum=0.0, batch_size=30,
+                  max_iter=1, shuffle=False, random_state=0)
+    ours = ours_cls(learning_rate_init=lr / scale, alpha=alpha * scale, dtype="float64",
+                    **common)
+    start = ours_cls(learning_rate_init=1e-300, dtype="float64", **common).fit(X, y)
+    sk = sk_cls(learning_rate_init=lr, alpha=alpha, **common).fit(X, y)  # sets its state
+    sk.set_params(warm_start=True)
+    sk.coefs_, sk.intercepts_ = start.coefs_, start.intercepts_  # the same initial weights
+    sk.fit(X, y)
+    ours.fit(X, y)
+    for mine, theirs in zip(ours.coefs_ + ours.intercepts_, sk.coefs_ + sk.intercepts_,
+                            strict=True):
+        np.testing.assert_allclose(mine, theirs, rtol=1e-10, atol=1e-13)

@@ -116,7 +116,7 @@ def _write_atomically(target: Path, arrays: dict[str, np.ndarray]) -> None:
 ADVICE = "save the checkpoint again or use an earlier one"
 
 
-def _header_text(path: Path, value: np.ndarray) -> dict[str, Any]:
+def _parse_header(path: Path, value: np.ndarray) -> dict[str, Any]:
     """The header object from the ``header`` entry (a 1-D uint8 array of UTF-8 JSON)."""
     if value.dtype != np.uint8 or value.ndim != 1:
         raise CheckpointError(
@@ -145,10 +145,8 @@ def _require(path: Path, ok: bool, what: str) -> None:
 
 
 def _check_layout(path: Path, header: dict[str, Any]) -> dict[str, str]:
-    """The header's structure checked; returns ``{entry: what it is}`` for every array named.
-
-    ``what`` is ``"param/<name>"``'s parameter name, or for optimizer state the parameter it
-    belongs to.
+    """The header's structure, checked; ``{entry name: parameter name}`` of every array it
+    names: ``param/<name>`` and the optimizer's state entries of each parameter.
     """
     model, params = header.get("model"), header.get("params")
     _require(path, isinstance(model, dict) and isinstance(model.get("layers"), list)
@@ -193,7 +191,7 @@ def _read(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndar
             raise CheckpointError(
                 f"{path} is an .npz file but not a portgd checkpoint (no header)"
             )
-        header = _header_text(path, archive.array(HEADER))
+        header = _parse_header(path, archive.array(HEADER))
         entries = _check_layout(path, header)
         arrays = {}
         for entry in entries:

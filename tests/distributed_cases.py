@@ -7,6 +7,7 @@ import numpy as np
 
 import portgd
 from portgd import optim
+from portgd.callbacks import EarlyStopping
 from portgd.schedules import CosineDecay, ExponentialDecay, StepDecay
 
 EPOCHS = 3
@@ -31,6 +32,14 @@ CASES = {
     "cosine": ("numpy", "ce",
                lambda: optim.Adam(lr=CosineDecay(0.02, total_steps=15, warmup_steps=3))),
     "strict_adam": ("array_api_strict", "ce", lambda: optim.Adam(lr=0.01)),
+    # callbacks that decide: every rank must stop after the same epoch, restore alike
+    "early_stopping": ("numpy", "ce", lambda: optim.SGD(lr=0.3, momentum=0.9)),
+}
+
+#: name -> (epochs, callbacks factory) for the cases that train differently
+SPECIAL = {
+    "early_stopping": (12, lambda: [EarlyStopping("val_loss", patience=1, min_delta=0.02,
+                                                  restore_best=True)]),
 }
 
 
@@ -61,6 +70,9 @@ def fit(net, opt, loss, distributed=None, epochs=EPOCHS, initial_epoch=0, callba
 
 def train(name, distributed=None, epochs=EPOCHS, callbacks=()):
     backend, loss, make = CASES[name]
+    if name in SPECIAL:
+        epochs, extra = SPECIAL[name]
+        callbacks = [*callbacks, *extra()]
     net = model(backend)
     history = fit(net, make(), loss, distributed, epochs=epochs, callbacks=callbacks)
     return net, history

@@ -76,7 +76,8 @@ class TrainingStep:
                  reducer: GradientReducer | None = None) -> None:
         self.model = model
         self.reducer = reducer
-        self.update = optimizer.begin_step(model.params, model.backend)
+        params = model.params if optimizer.needs_params_to_begin else {}
+        self.update = optimizer.begin_step(params, model.backend)
 
     def __call__(self, index: int, layer: Layer) -> None:
         """Hand the gradients ``layer`` (``model.layers[index]``) just stored onward."""

@@ -167,6 +167,13 @@ class Optimizer:
         """The Backend the state lives on (None before the first step or :meth:`to`)."""
         return self._backend
 
+    @property
+    def needs_params_to_begin(self) -> bool:
+        """Whether :meth:`begin_step` needs every parameter: loaded state awaits its check
+        against them, or the backend is not known yet. Otherwise ``begin_step({}, backend)``
+        suffices (``fit`` then skips building the dict of all parameters each step)."""
+        return self._backend is None or bool(self._unchecked)
+
     def config(self) -> dict[str, Any]:
         """The constructor keyword arguments that rebuild this optimizer.
 

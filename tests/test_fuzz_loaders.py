@@ -35,6 +35,7 @@ def _load_script():
 fuzz = _load_script()
 TARGETS = fuzz.targets()
 BASE = TARGETS["checkpoint"].base
+DATA = fuzz.data_files()
 
 # Kinds of corruption whose every case must be refused, or must load (they keep the file valid).
 _ZIP_REFUSED = {"truncate", "member_truncate", "huge_shape", "duplicate", "drop"}
@@ -207,7 +208,6 @@ def test_portgd_evaluate_prints_one_error_line_and_no_traceback(tmp_path, corrup
 
 
 # -- --data files ------------------------------------------------------------------------------
-DATA = fuzz.data_files()
 
 
 def test_a_data_npy_whose_header_breaks_numpys_tokenizer_is_a_dataset_error(tmp_path):
@@ -310,10 +310,13 @@ def _with_metadata(**changes):
     ("evaluate", {"loss": "hinge", "dataset": 7}, "dataset=7, loss='hinge'"),
     ("train", {"epoch": -3}, "epoch=-3"),
     ("train", {"split": {"seed": 1.5, "test_size": 2.5}}, "seed=1.5, test_size=2.5"),
+    ("predict", {"features": ["a", 2], "classes": [0]}, "features=['a', 2], classes=[0]"),
 ])
 def test_metadata_the_cli_uses_is_checked(tmp_path, capsys, command, changes, named):
     path = _write(tmp_path, _with_metadata(**changes))
-    argv = [command, str(path)] if command == "evaluate" else ["train", "--resume", str(path)]
+    data = _write(tmp_path, DATA["csv"], "d.csv")
+    argv = {"evaluate": ["evaluate", str(path)], "train": ["train", "--resume", str(path)],
+            "predict": ["predict", str(path), "--data", str(data)]}[command]
     assert portgd.cli.main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"portgd: error: {path} records {named} in its metadata")

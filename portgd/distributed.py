@@ -118,7 +118,7 @@ class Communicator:
             self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
             return out
         backend = backend_of(x)
-        host = np.ascontiguousarray(backend.to_numpy(x))
+        host = _writable(backend.to_numpy(x))
         self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
         return backend.asarray(host)
 
@@ -295,7 +295,7 @@ class GradientAverager:
         backend = backend_of(first)
         xp = backend.xp
         flat = xp.concat([xp.reshape(g, (-1,)) for _, grads in staged for g in grads.values()])
-        host = np.ascontiguousarray(backend.to_numpy(flat))
+        host = _writable(backend.to_numpy(flat))
         if self.weight != 1.0:
             host *= self.weight
         self.comm.sum_in_place(host)
@@ -309,6 +309,12 @@ class GradientAverager:
                 offset += size
             out.append((index, layer))
         return out
+
+
+def _writable(host: np.ndarray) -> np.ndarray:
+    """``host`` as a contiguous array MPI may write into (a copy only where it is not one:
+    JAX, for one, hands out read-only host arrays)."""
+    return np.require(host, requirements=["C_CONTIGUOUS", "WRITEABLE"])
 
 
 def _size(shape: tuple[int, ...]) -> int:

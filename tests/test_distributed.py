@@ -239,3 +239,17 @@ def test_the_staging_measurement_runs():
                           capture_output=True, text=True, check=True)
     found = json.loads(done.stdout)
     assert found["bytes"] == 4 * (8 * 4 + 4 + 4 * 2 + 2) and found["staging_ms"] > 0
+
+
+def test_host_buffers_handed_to_mpi_are_writable_and_contiguous():
+    """Staging writes the sum into the host copy: a read-only array (JAX gives those) or a
+    strided view is copied first; a writable contiguous one is used as it is."""
+    from portgd.distributed import _writable
+
+    frozen = np.arange(4.0)
+    frozen.flags.writeable = False
+    assert _writable(frozen).flags.writeable and _writable(frozen) is not frozen
+    strided = np.arange(8.0)[::2]
+    assert _writable(strided).flags.c_contiguous
+    plain = np.arange(4.0)
+    assert _writable(plain) is plain

@@ -101,6 +101,7 @@ class Backend:
         self._devices = tuple(devices) or (device,)
         self.fast: dict[str, Callable[..., Any]] = {}
         self._dtype_table: dict[str, Any] | None = None
+        self._own_namespace: Any = None
 
     # -- identity ---------------------------------------------------------------------
     @property
@@ -187,12 +188,22 @@ class Backend:
     def owns(self, x: Any) -> bool:
         """Whether ``x`` is an array of this backend's library (on any device).
 
-        The generic answer checks ``array_types``; without them, whether array-api-compat
-        finds ``xp`` as the namespace of ``x``.
+        The generic answer checks ``array_types``; without them, :meth:`same_namespace`.
         """
         if self._array_types:
             return isinstance(x, self._array_types)
-        return not is_host_data(x) and array_namespace_of(x) is self.xp
+        return self.same_namespace(x)
+
+    def same_namespace(self, x: Any) -> bool:
+        """Whether array-api-compat detects for ``x`` the namespace it detects for this
+        backend's own arrays (array-api-compat may wrap ``xp``, so ``xp`` itself is not
+        what to compare with)."""
+        mine = self._own_namespace
+        if mine is None:
+            own = self._from_host(np.zeros(1, dtype=np.float32), None)
+            mine = self._own_namespace = array_namespace_of(own)
+        found = array_namespace_of(x)
+        return found is not None and found is mine
 
     def device_of(self, x: Any) -> Any:
         """The device of one of this backend's arrays (``array_api_compat.device``)."""

@@ -236,13 +236,11 @@ def _owners(x: Any) -> tuple[str, ...]:
     names = _owner_cache.get(kind)
     if names and all(n in _registry.factories for n in names):
         return names
-    candidates = [b for b in (_probe_instance(n) for n in backend_names()) if b is not None]
-    owners = tuple(b.name for b in candidates if b.owns(x))
-    if not owners:
-        from portgd.backends._base import array_namespace_of
-
-        xp = array_namespace_of(x)
-        owners = tuple(b.name for b in candidates if xp is not None and b.xp is xp)
+    candidates = [(n, b) for n, b in ((n, _probe_instance(n)) for n in backend_names())
+                  if b is not None]
+    owners = tuple(n for n, b in candidates if b.owns(x))
+    if not owners:  # array-api-compat's namespace detection
+        owners = tuple(n for n, b in candidates if b.same_namespace(x))
     if owners:
         _owner_cache[kind] = owners
     return owners

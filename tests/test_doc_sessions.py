@@ -2,8 +2,9 @@
 
 A session is a ```text or ```bash block whose lines start with ``$ `` (the command) followed
 by the lines it prints (stdout and stderr together). The blocks of one page run in order,
-each as one bash script, in one temporary folder, so a later block can use the files of an
-earlier one (``$ portgd train --save digits.npz`` then ``$ portgd evaluate digits.npz``).
+each as one bash script, in one temporary folder (with links to the repository's
+``benchmarks`` and ``tools``), so a later block can use the files of an earlier one
+(``$ portgd train --save digits.npz`` then ``$ portgd evaluate digits.npz``).
 The comparison is exact for text; numbers agree to ``rtol`` (default 1e-4: float32 results
 whose last digits depend on the BLAS library), and the timing of an epoch report
 (``(0.00 s, 126767 samples/s)``) is not compared. A line ``...`` in the shown output stands
@@ -77,6 +78,9 @@ def run_page(page: str, folder: Path) -> dict[int, list[list[str]]]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("PORTGD_")}
     env.update(PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
                PYTHONUNBUFFERED="1", COLUMNS="100")
+    for name in ("benchmarks", "tools"):  # scripts a page runs as python benchmarks/x.py
+        if (ROOT / name).is_dir() and not (folder / name).exists():
+            (folder / name).symlink_to(ROOT / name)
     outputs = {}
     for session in sessions(page):
         if session.marker.startswith("skip"):

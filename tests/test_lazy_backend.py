@@ -9,6 +9,7 @@ tolerance table.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -119,3 +120,24 @@ def test_optimizer_step_keeps_its_state_bounded(lazy):
     pending = 60 % lazy.materialize_every
     assert graph_size(params["w"]) <= 1 + 20 * pending
     assert all(graph_size(v) <= 1 + 20 * pending for v in opt.state["w"].values())
+
+
+
+def _fast_path():
+    """benchmarks/lazy_seed.py's "linear_steps" fast path for dask (one copy of it)."""
+    path = DOC.parent.parent / "benchmarks" / "lazy_seed.py"
+    spec = importlib.util.spec_from_file_location("lazy_seed", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dask_linear_steps
+
+
+def test_the_seed_example_with_a_fast_path_is_numpys_bit_for_bit(lazy, monkeypatch):
+    monkeypatch.setitem(lazy.fast, "linear_steps", _fast_path())
+    result = portgd.solve_linear(A, Y, backend="dask")  # the seed example: 10,000 steps
+    reference = portgd.solve_linear(A, Y, backend="numpy")
+    assert result.losses == reference.losses
+    assert result.losses[0] == 5.666666666666667
+    np.testing.assert_array_equal(lazy.to_numpy(result.x), reference.x)
+    assert len(lazy.calls) == 10_000 // lazy.materialize_every
+    assert graph_size(result.x) == 1

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _preflight, check
+from ._files import signals_held
 from ._registry import available_backends, get_backend
 from .callbacks import Callback
 from .errors import InputError, NonFiniteLossError, PortgdError
@@ -399,7 +400,6 @@ def _fit_quietly(model: Any, guard: _DivergenceGuard, callbacks: list[Any],
 def _save_interrupted(args: argparse.Namespace, exc: KeyboardInterrupt, last: Any,
                       model: Any, optimizer: Any, metadata: dict[str, Any]) -> int:
     """After Ctrl-C or SIGTERM: save the last completed epoch (with --save) and say so."""
-    from ._files import signals_held
     from ._runs import Terminated
     from .checkpoint import save
 
@@ -540,7 +540,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
     epochs_done = first_epoch + len(history)
     writes = args.comm is None or args.comm.rank == 0  # the ranks hold the same model
     if args.save and writes:
-        save(args.save, model, optimizer, epoch=epochs_done, **metadata)
+        written = False
+        try:
+            with signals_held():  # Ctrl-C during the save waits for the complete file
+                save(args.save, model, optimizer, epoch=epochs_done, **metadata)
+                written = True
+        except KeyboardInterrupt:
+            if not written:
+                raise
+            print(f"portgd: interrupted after the checkpoint of all {epochs_done} epochs was "
+                  f"written to {args.save}", file=sys.stderr)
+            return 130
     if args.plot and writes:
         history.plot(args.plot)
     summary = {

@@ -222,3 +222,29 @@ def test_every_default_is_shown_once_in_help():
             if action.default not in (None, False):
                 assert "default" in text, f"{where} does not show its default"
         assert "[64, 32]" not in sub.format_help()
+
+
+# -- the same matrix in real processes: the exit status, one line, never a traceback ----------
+@pytest.mark.parametrize(
+    "argv,status,message",
+    [
+        (["train", "--plot", "/proc/c.png"], 2, "cannot create files in /proc"),
+        (["train", "--save", "/proc/x.npz"], 2, "cannot create files in /proc"),
+        (["train", "--hidden", "100000,100000"], 2, "training would need about"),
+        (["train", "--lr", "1e6", "--quiet"], 3, "training diverged in epoch 1"),
+        (["train", "--dropout", "1"], 2, "argument --dropout: expected a number in [0, 1)"),
+        (["train", "--data", "{dir}/bad.csv"], 2, "bad.csv, line 2: column 'a' is 'x'"),
+        (["evaluate", "{dir}/one.npz", "--dataset", "digits"], 2,
+         "is a two-class model (one sigmoid output), but --dataset digits has 10 classes"),
+        (["predict", "{dir}/one.npz", "--data", "{dir}/none.csv"], 2, "none.csv does not exist"),
+        (["summary", "{dir}/bad.csv"], 2, "is corrupt or truncated"),
+    ],
+)
+def test_bad_input_in_a_real_process(tmp_path, argv, status, message):
+    (tmp_path / "bad.csv").write_text("a,b\nx,1\n")
+    portgd.save(tmp_path / "one.npz", portgd.mlp(64, [4], 1, output="sigmoid"), loss="bce")
+    done = run(*[a.format(dir=tmp_path) for a in argv])
+    assert done.returncode == status, done.stderr
+    assert "Traceback" not in done.stderr and "Warning" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0], done.stderr

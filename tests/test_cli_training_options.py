@@ -206,3 +206,21 @@ def test_signals_held_restores_the_handlers(tmp_path):
         assert signal.getsignal(signal.SIGTERM) is not before
         assert held == []
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_ctrl_c_during_the_final_save_reports_the_written_file(tmp_path, capsys, monkeypatch):
+    from portgd import checkpoint
+
+    real = checkpoint.save
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while the checkpoint is being written
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(checkpoint, "save", interrupted_save)
+    path = tmp_path / "m.npz"
+    assert main(["train", "--quiet", "--epochs", "2", "--save", str(path)]) == 130
+    err = capsys.readouterr().err.strip()
+    assert err == f"portgd: interrupted after the checkpoint of all 2 epochs was written to {path}"
+    assert portgd.load(path).metadata["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]

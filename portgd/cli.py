@@ -349,8 +349,9 @@ class _DivergenceGuard(Callback):
     """Stops training (or, with ``keep_going``, notes it) when the epoch's training loss is
     NaN, infinite or more than ``DIVERGENCE_FACTOR`` times the loss of a guess."""
 
-    def __init__(self, guess: float, lr: float, keep_going: bool) -> None:
+    def __init__(self, guess: float, lr: float, keep_going: bool, advice: str = "") -> None:
         self.limit = DIVERGENCE_FACTOR * guess
+        self.advice = advice
         self.guess, self.lr, self.keep_going = guess, lr, keep_going
         self.message: str | None = None
 
@@ -361,8 +362,8 @@ class _DivergenceGuard(Callback):
         self.message = (
             f"training diverged in epoch {epoch + 1}: the training loss reached {value:.4g}, "
             f"more than {DIVERGENCE_FACTOR:g} times the {self.guess:.4g} of an uninformed "
-            f"guess. Lower --lr (it is {self.lr:g}; try {self.lr / 10:g}), "
-            f"or standardise the inputs; --keep-going trains on regardless"
+            f"guess. Lower --lr (it is {self.lr:g}; try {self.lr / 10:g}) or add --clip-norm "
+            f"1{self.advice}; --keep-going trains on regardless"
         )
         if not self.keep_going:
             raise TrainingDiverged(self.message)
@@ -509,7 +510,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
               f"optimizer {type(optimizer).__name__} lr={base_lr:g}"
               f"{_runs.describe_schedule(args) if resumed is None else ''}")
-    guard = _DivergenceGuard(_guess_loss(loss, train), base_lr, args.keep_going)
+    guard = _DivergenceGuard(_guess_loss(loss, train), base_lr, args.keep_going, "" if (
+        args.data is None) else f", and scale the columns of {args.data} to similar ranges")
     early = None if args.patience is None else EarlyStopping(
         "val_loss", patience=args.patience, restore_best=args.restore_best)
     last = _runs.LastEpoch() if args.save else None

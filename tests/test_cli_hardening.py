@@ -155,7 +155,8 @@ def test_divergence_is_an_error_with_the_epoch_and_no_library_warnings():
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
     assert lines[0].startswith("portgd: error: training diverged in epoch 1:")
-    assert "Lower --lr (it is 1e+06; try 100000)" in lines[0] and "--keep-going" in lines[0]
+    assert "Lower --lr (it is 1e+06; try 100000) or add --clip-norm 1;" in lines[0]
+    assert "--keep-going" in lines[0]
     assert "stop_on_nonfinite" not in done.stderr and "Warning" not in done.stderr
     assert "done:" not in done.stdout
 

@@ -13,7 +13,9 @@ gradient ``g_r`` averages ``n_r`` samples; the global batch's gradient is::
 
     g = sum_r (n_r / B) * g_r          (B = sum_r n_r, the last short batch included)
 
-which every rank gets from one sum-allreduce of ``(n_r / B) * g_r``. P processes therefore
+which every rank gets from one sum-allreduce of ``(n_r / B) * g_r``. For a loss with
+``reduction="sum"`` each ``g_r`` is a sum and its weight is 1; ``fit`` takes the weight from
+``Loss.share(n_r, B)``, which covers both. P processes therefore
 take the steps of one process with the same global batch, to rounding (the sums run in
 another order).
 
@@ -227,12 +229,13 @@ def _digest(value: Any) -> str:
 class GradientAverager:
     """The :class:`portgd.step.GradientReducer` of data-parallel ``fit``.
 
-    Before each step ``fit`` calls :meth:`begin` with this rank's share ``n_r / B`` of the
-    global batch. Each layer's gradients are scaled by it while they are packed into one
-    contiguous host buffer, which is summed over the ranks: for NumPy arrays with a
-    non-blocking ``Iallreduce`` started at once (:meth:`start`) and collected when done
-    (:meth:`ready`, :meth:`wait`); for other backends all layers of the step together in
-    :meth:`wait` (one host round trip per step). The reduced gradients are views of the
+    Before each step ``fit`` calls :meth:`begin` with this rank's weight in the global
+    batch, ``loss.share(n_r, B)`` (``n_r / B`` for mean reduction, 1 for sum). Each
+    layer's gradients are scaled by it while they are packed into one contiguous host
+    buffer, which is summed over the ranks: for NumPy arrays with a non-blocking
+    ``Iallreduce`` started at once (:meth:`start`) and collected when done (:meth:`ready`,
+    :meth:`wait`); for other backends all layers of the step together in :meth:`wait` (one
+    host round trip per step). The reduced gradients are views of the
     buffer, shaped and typed as given.
 
     Time spent here is added to the communicator's counters: ``comm.comm_s`` (packing,
@@ -248,7 +251,7 @@ class GradientAverager:
         self._staged: list[tuple[int, dict[str, Any]]] = []
 
     def begin(self, weight: float) -> None:
-        """Start a step in which this rank holds ``weight = n_r / B`` of the global batch."""
+        """Start a step in which this rank's gradient enters the global one times ``weight``."""
         self.weight = float(weight)
 
     def start(self, index: int, grads: dict[str, Any]) -> None:

@@ -41,6 +41,18 @@ class Loss:
     def config(self) -> dict[str, Any]:
         return {"reduction": self.reduction}
 
+    def share(self, n: int, total: int) -> float:
+        """The factor by which the loss of ``n`` samples enters the loss of ``total``
+        samples that contain them: ``n / total`` for ``reduction="mean"`` (a mean of means,
+        weighted by size), ``1.0`` for ``"sum"`` (sums add).
+
+        This is the one place that knows how batches combine: an epoch's loss is
+        ``sum_b share(n_b, N) * L_b`` over its batches (so it does not depend on the batch
+        size), and data-parallel training weights rank ``r``'s gradient of ``n_r`` samples
+        by ``share(n_r, B)`` in the global batch of ``B``.
+        """
+        return n / total if self.reduction == "mean" else 1.0
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.config().items())
         return f"{type(self).__name__}({args})"

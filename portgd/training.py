@@ -141,11 +141,18 @@ def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any,
 
 
 class _Accumulator:
-    """Sums of the loss and the metrics over an epoch, kept on the device."""
+    """Sums of the loss and the metrics over an epoch, kept on the device.
 
-    def __init__(self, metrics: Sequence[metrics_module.Metric], backend: Any) -> None:
+    The loss total is ``sum_b loss.share(n_b, 1) * L_b`` (``n_b L_b`` for mean reduction,
+    ``L_b`` for sum), read as ``total * loss.share(1, N)``: the loss of all ``N`` samples
+    under the loss's reduction, whatever the batch size. Metrics are means per sample.
+    """
+
+    def __init__(self, metrics: Sequence[metrics_module.Metric], backend: Any,
+                 loss: Loss) -> None:
         self.metrics = metrics
         self.backend = backend
+        self.loss = loss
         self.loss_sum: Any = 0.0
         self.sums: list[Any] = [0.0] * len(metrics)
         self.batch_losses: list[Any] = []
@@ -154,12 +161,13 @@ class _Accumulator:
     def add(self, value: Any, yhat: Any, y: Any) -> None:
         n = yhat.shape[0]
         self.batch_losses.append(value)
-        self.loss_sum = self.loss_sum + value * n
+        self.loss_sum = self.loss_sum + value * self.loss.share(n, 1)
         self.sums = [s + m.batch_sum(yhat, y) for s, m in zip(self.sums, self.metrics, strict=True)]
         self.samples += n
 
     def read(self, prefix: str = "", distributed: Any = None) -> dict[str, float]:
-        """One host read of everything accumulated; means per sample.
+        """One host read of everything accumulated: the loss (see the class) and the
+        metrics' means per sample.
 
         With ``distributed`` (a Communicator) the sums and sample counts of every rank are
         added first (one small allreduce), so every rank gets the global means.
@@ -172,9 +180,10 @@ class _Accumulator:
         if distributed is not None:
             host, samples = distributed.sum_totals(host, samples)
         self.global_samples = samples
-        host = host / max(samples, 1)
+        values = [host[0] * self.loss.share(1, max(samples, 1)),
+                  *(host[1:] / max(samples, 1))]
         names = ["loss", *(m.name for m in self.metrics)]
-        return {prefix + name: float(v) for name, v in zip(names, host, strict=True)}
+        return {prefix + name: float(v) for name, v in zip(names, values, strict=True)}
 
     def materialize(self, *also: Any) -> tuple[Any, ...]:
         """Do the pending work of the sums and of ``also`` in one call of the lazy-library
@@ -262,9 +271,10 @@ def fit(
         distributed: a :class:`portgd.distributed.Communicator` to train data-parallel
             over its ranks (docs/scaling.md): every rank passes the same model, data and
             arguments; each global batch of ``batch_size`` is split across the ranks and
-            the gradients are averaged weighted by each rank's sample count, so the
-            result equals one process's to rounding. Loss and metrics are global,
-            validation is sharded, and only rank 0 prints. A failure on one rank ends the
+            the gradients are combined with the weights ``loss.share(n_r, B)`` (the
+            sample-weighted mean for mean reduction, the sum for sum), so the result
+            equals one process's to rounding. Loss and metrics are global, validation is
+            sharded, and only rank 0 prints. A failure on one rank ends the
             whole job (MPI_Abort) instead of leaving the others waiting.
     """
     arguments = dict(locals())
@@ -346,12 +356,12 @@ def _fit(
         else:
             xe, ye = x, y
         progress = EpochProgress(epoch, epochs, n_batches) if verbose else None
-        totals = _Accumulator(bound, backend)
+        totals = _Accumulator(bound, backend, loss)
         for b, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
             if reducer is not None:  # this rank's shard of the global batch
                 first, last = distributed.shard(stop - start)
-                reducer.begin((last - first) / (stop - start))
+                reducer.begin(loss.share(last - first, stop - start))
                 start, stop = start + first, start + last
             xb, yb = xe[start:stop, ...], ye[start:stop, ...]
             yhat = model.forward(xb, training=True)
@@ -405,7 +415,7 @@ def _evaluate(
 ) -> dict[str, float]:
     n = x.shape[0]
     step = max(n, 1) if batch_size is None else batch_size
-    totals = _Accumulator(metrics, model.backend)
+    totals = _Accumulator(metrics, model.backend, loss)
     for start in range(0, n, step):
         stop = min(start + step, n)
         xb, yb = x[start:stop, ...], y[start:stop, ...]

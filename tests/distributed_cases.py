@@ -32,6 +32,9 @@ CASES = {
     "cosine": ("numpy", "ce",
                lambda: optim.Adam(lr=CosineDecay(0.02, total_steps=15, warmup_steps=3))),
     "strict_adam": ("array_api_strict", "ce", lambda: optim.Adam(lr=0.01)),
+    # reduction="sum": each rank's gradient is a sum, weighted 1, not n_r / B
+    "sum_mse": ("numpy", "mse_sum", lambda: optim.SGD(lr=0.002, momentum=0.5)),
+    "sum_strict_ce": ("array_api_strict", "ce_sum", lambda: optim.SGD(lr=0.005)),
     # callbacks that decide: every rank must stop after the same epoch, restore alike
     "early_stopping": ("numpy", "ce", lambda: optim.SGD(lr=0.3, momentum=0.9)),
 }
@@ -60,8 +63,11 @@ def fit(net, opt, loss, distributed=None, epochs=EPOCHS, initial_epoch=0, callba
     xs, labels = data()
     if x is not None:
         xs = x
-    targets = labels if loss == "ce" else np.eye(3)[labels]
-    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False) if loss == "ce" else loss
+    targets = labels if loss.startswith("ce") else np.eye(3)[labels]
+    loss = {"ce": portgd.losses.CategoricalCrossEntropy(from_logits=False),
+            "ce_sum": portgd.losses.CategoricalCrossEntropy(from_logits=False,
+                                                            reduction="sum"),
+            "mse_sum": portgd.losses.MSE(reduction="sum")}.get(loss, loss)
     return net.fit(xs, targets, loss=loss, optimizer=opt, epochs=epochs, batch_size=batch_size,
                    validation_split=0.2, metrics=["accuracy"], verbose=0,
                    initial_epoch=initial_epoch, callbacks=list(callbacks),

@@ -206,11 +206,36 @@ def test_epoch_loss_equals_evaluate_for_every_loss(loss, last, outputs):
         y = rng.uniform(0, 1, size=(9, outputs))
     got = model.fit(x, y, loss=loss, optimizer=optim.SGD(lr=0.0), batch_size=4, verbose=0,
                     shuffle=False).history["loss"][0]
-    # docs/numerics.md: sum over batches of (batch loss * batch size) / samples, for either
-    # reduction; a one-batch evaluate is that batch's loss
-    weighted = sum(len(x[s:s + 4]) * model.evaluate(x[s:s + 4], y[s:s + 4], loss=loss)["loss"]
-                   for s in range(0, 9, 4))
-    assert got == pytest.approx(weighted / 9, rel=REL)
-    assert model.evaluate(x, y, loss=loss, batch_size=4)["loss"] == pytest.approx(got, rel=REL)
+    # docs/numerics.md: the loss of all samples under the loss's reduction: for "mean" the
+    # sum over batches of (batch loss * batch size) / samples, for "sum" the sum of the batch
+    # losses; a one-batch evaluate is that batch's loss
+    batches = [model.evaluate(x[s:s + 4], y[s:s + 4], loss=loss)["loss"]
+               for s in range(0, 9, 4)]
     if loss.reduction == "mean":
-        assert got == pytest.approx(model.evaluate(x, y, loss=loss)["loss"], rel=REL)
+        sizes = [len(x[s:s + 4]) for s in range(0, 9, 4)]
+        expected = sum(n * b for n, b in zip(sizes, batches, strict=True)) / 9
+    else:
+        expected = sum(batches)
+    assert got == pytest.approx(expected, rel=REL)
+    for batch_size in (None, 1, 2, 4, 9):
+        found = model.evaluate(x, y, loss=loss, batch_size=batch_size)["loss"]
+        assert found == pytest.approx(got, rel=REL), batch_size
+
+
+@SETTINGS
+@given(n=st.integers(1, 30), data=st.data())
+def test_sum_reduction_epoch_loss_is_the_loss_of_all_samples_for_any_batch_size(n, data):
+    """reduction="sum": with lr = 0 each epoch's loss is the summed loss of all n samples,
+    evaluate's one-batch figure, whatever fit's and evaluate's batch sizes."""
+    batch_size = data.draw(st.integers(1, n), label="batch_size")
+    x, y = _data(n)
+    model = _regressor()
+    loss = MSE(reduction="sum")
+    expected = model.evaluate(x, y, loss=loss)["loss"]
+    assert expected == pytest.approx(float(np.sum((model.predict(x) - y) ** 2)), rel=REL)
+    assert model.evaluate(x, y, loss=loss, batch_size=batch_size)["loss"] == pytest.approx(
+        expected, rel=REL)
+    history = model.fit(x, y, loss=loss, optimizer=optim.SGD(lr=0.0), epochs=2,
+                        batch_size=batch_size, verbose=0, seed=1, validation_data=(x, y))
+    assert history.history["loss"] == pytest.approx([expected, expected], rel=REL)
+    assert history.history["val_loss"] == pytest.approx([expected, expected], rel=REL)

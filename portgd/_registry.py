@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from typing import TYPE_CHECKING, Any
 
-from .errors import BackendNotFoundError, BackendUnavailableError
+from .errors import BackendError, BackendNotFoundError, BackendUnavailableError
 
 if TYPE_CHECKING:
     from portgd.backends import Backend
@@ -216,8 +216,6 @@ def backend_of(x: Any) -> Backend:
     if is_host_data(x) and not hasattr(x, "shape"):
         return load_backend(DEFAULT_BACKEND)
     names = _owners(x)
-    if not names:
-        raise BackendNotFoundError(_not_owned(x))
     if len(names) == 1:
         name = names[0]
     else:
@@ -231,46 +229,62 @@ _owner_cache: dict[type, tuple[str, ...]] = {}
 
 
 def _owners(x: Any) -> tuple[str, ...]:
-    """The names of the backends that own arrays of ``type(x)`` (cached per type)."""
+    """The names of the backends that own arrays of ``type(x)`` (cached per type).
+
+    BackendNotFoundError when none does; its message names every backend that could
+    have been asked but cannot run here, with the reason.
+    """
     kind = type(x)
     names = _owner_cache.get(kind)
     if names and all(n in _registry.factories for n in names):
         return names
-    candidates = [(n, b) for n, b in ((n, _probe_instance(n)) for n in backend_names())
-                  if b is not None]
+    candidates: list[tuple[str, Backend]] = []
+    failed: dict[str, str] = {}
+    for name in backend_names():
+        try:
+            backend = _probe_instance(name)
+        except BackendError as exc:  # cannot run here: keep why, for the error below
+            failed[name] = str(exc)
+            continue
+        if backend is not None:
+            candidates.append((name, backend))
     owners = tuple(n for n, b in candidates if b.owns(x))
     if not owners:  # array-api-compat's namespace detection
         owners = tuple(n for n, b in candidates if b.same_namespace(x))
-    if owners:
-        _owner_cache[kind] = owners
+    if not owners:
+        raise BackendNotFoundError(_not_owned(x, failed))
+    _owner_cache[kind] = owners
     return owners
 
 
 def _probe_instance(name: str) -> Backend | None:
     """The backend ``name`` on its default device, if it could hold an array that exists.
 
-    A factory that names its library is skipped while that library is not imported: no
-    array of it can exist yet. Factories that fail to create are skipped too.
+    A factory that names its library is skipped (None) while that library is not imported:
+    no array of it can exist yet. A backend that cannot run here raises its
+    :class:`~portgd.errors.BackendError` (BackendUnavailableError, DeviceNotFoundError, ...);
+    any other exception is a bug in the factory and propagates unchanged.
     """
     library = _metadata(_registry.factories[name], "library")
     if library is not None and library not in sys.modules:
         return None
-    try:
-        return load_backend(name)
-    except Exception:  # a backend that cannot run here owns nothing here
-        return None
+    return load_backend(name)
 
 
-def _not_owned(x: Any) -> str:
+def _not_owned(x: Any, failed: dict[str, str]) -> str:
     from portgd.backends._base import array_namespace_of
 
     kind = f"{type(x).__module__}.{type(x).__name__}"
     xp = array_namespace_of(x)
     what = (f"arrays of type {kind} (array-API namespace {xp.__name__})" if xp is not None
             else f"objects of type {kind}, which are not arrays of the array API standard")
+    reasons = "".join(f" Backend {name!r} could not be created here: {reason}."
+                      for name, reason in sorted((n, r.rstrip(".")) for n, r in failed.items()))
+    register = ("If one of those is meant for these arrays, fix what stops it; otherwise "
+                "register" if failed else "Register")
     return (
-        f"no registered backend handles {what}; registered backends: "
-        f"{', '.join(backend_names())}. Register one for its library with "
+        f"no usable registered backend handles {what}; registered backends: "
+        f"{', '.join(backend_names())}.{reasons} {register} one for its library with "
         f"portgd.register_backend() (docs/backends.md, 'Writing a backend')."
     )
 

@@ -277,3 +277,35 @@ def test_backend_of_prefers_the_builtin_over_a_plugin_of_the_same_library():
         _registry._registry.factories.pop("anumpy")
         _registry._registry.instances.pop(("anumpy", ""), None)
         _registry._registry.instances.pop(("anumpy", "cpu"), None)
+
+
+class _Unclaimed:
+    """An object of a type no built-in backend owns (stands for another library's array)."""
+
+
+def test_backend_of_names_each_backend_that_cannot_run_and_why():
+    def unavailable(device=None):
+        raise portgd.BackendUnavailableError("mylib is installed but no accelerator is visible")
+
+    portgd.register_backend("mylib", unavailable)
+    try:
+        with pytest.raises(portgd.BackendNotFoundError) as err:
+            portgd.backend_of(_Unclaimed())
+    finally:
+        _registry._registry.factories.pop("mylib")
+    message = str(err.value)
+    assert ("Backend 'mylib' could not be created here: mylib is installed but no accelerator "
+            "is visible.") in message
+    assert "fix what stops it" in message
+
+
+def test_backend_of_lets_a_factory_bug_propagate():
+    def buggy(device=None):
+        raise ZeroDivisionError("plugin bug in create()")
+
+    portgd.register_backend("buggy", buggy)
+    try:
+        with pytest.raises(ZeroDivisionError, match="plugin bug"):
+            portgd.backend_of(_Unclaimed())
+    finally:
+        _registry._registry.factories.pop("buggy")

@@ -7,18 +7,16 @@ command-line options, early stopping, and the last completed epoch kept for an i
 * :class:`LastEpoch`: a callback that keeps a host copy of the model, the optimizer and the
   generator after every epoch, so that Ctrl-C or SIGTERM can save the last completed epoch
   as a checkpoint that ``--resume`` continues exactly.
-* :func:`interrupts_raise`: SIGTERM raises :class:`Terminated` (a KeyboardInterrupt), so
-  both signals end training the same way.
+* :class:`SignalStop`: Ctrl-C and SIGTERM become a request that ``fit`` answers between two
+  training steps, so an interrupt never lands inside a step or a save.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import copy
 import signal
 import threading
-from collections.abc import Iterator
 from typing import Any
 
 from .callbacks import Callback
@@ -100,47 +98,103 @@ class LastEpoch(Callback):
     """Keeps host copies of the parameters, optimizer state and generator after each epoch.
 
     ``epoch`` is the number of epochs completed (None before the first ends). The copy is
-    one host read per epoch, made only when the run saves a checkpoint.
+    one host read per epoch, made only when the run saves a checkpoint. The snapshot is one
+    tuple stored by one assignment, so the epoch number always belongs to its state.
     """
 
     def __init__(self) -> None:
-        self.epoch: int | None = None
-        self._state: tuple[dict[str, Any], dict[str, Any] | None, dict[str, Any]] | None = None
+        self._snapshot: tuple[int, dict[str, Any], dict[str, Any] | None,
+                              dict[str, Any]] | None = None
+
+    @property
+    def epoch(self) -> int | None:
+        return None if self._snapshot is None else self._snapshot[0]
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         params = self.model.state_dict()
         optimizer = self.optimizer.state_dict() if self.optimizer is not None else None
         rng = copy.deepcopy(self.model.rng.bit_generator.state)
-        self._state, self.epoch = (params, optimizer, rng), epoch + 1  # one assignment each
+        self._snapshot = (epoch + 1, params, optimizer, rng)
 
     def restore(self, model: Any, optimizer: Any) -> None:
         """Put the model, optimizer and generator back to the end of the last epoch."""
-        if self._state is None:
+        if self._snapshot is None:
             return
-        params, state, rng = self._state
+        _, params, state, rng = self._snapshot
         model.load_state_dict(params)
         if optimizer is not None and state is not None:
             optimizer.load_state_dict(state)
         model.rng.bit_generator.state = rng
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM arrived (``kill``, a job scheduler's time limit)."""
+class Interrupted(BaseException):
+    """Raised by :class:`SignalStop` between two training steps after Ctrl-C or SIGTERM.
+
+    A BaseException like KeyboardInterrupt, so that ``except Exception`` does not swallow
+    it; unlike KeyboardInterrupt it is raised at a clean point, never inside a step.
+    """
 
 
-@contextlib.contextmanager
-def interrupts_raise() -> Iterator[None]:
-    """Within the block SIGTERM raises :class:`Terminated`, as Ctrl-C raises
-    KeyboardInterrupt (main thread only; elsewhere nothing changes)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
+#: The signals :class:`SignalStop` turns into a request to stop.
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def terminate(signum: int, frame: object) -> None:
-        raise Terminated
 
-    previous = signal.signal(signal.SIGTERM, terminate)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+class SignalStop(Callback):
+    """Ctrl-C and SIGTERM as a request to stop, answered between two training steps.
+
+    Within ``with stop:`` the first SIGINT or SIGTERM only records itself (``signum``);
+    ``fit`` calls :meth:`on_batch_end` after every complete step, which raises
+    :class:`Interrupted` once a signal has arrived, so training ends with every layer's
+    update either done or not begun. A second signal is recorded too (so a save in
+    progress completes); a third restores the previous handlers and delivers itself to
+    them, for a user who insists on ending at once. Leaving the block restores the previous
+    handlers without delivering the recorded signals: the caller answers them. Only the
+    main thread can handle signals; elsewhere the block changes nothing.
+    """
+
+    def __init__(self) -> None:
+        self.signals: list[int] = []
+        #: True: a signal raises :class:`Interrupted` at once (where nothing is left to
+        #: keep consistent, e.g. the evaluation after the final save).
+        self.immediate = False
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def signum(self) -> int | None:
+        """The first signal that arrived, or None."""
+        return self.signals[0] if self.signals else None
+
+    @property
+    def status(self) -> int:
+        """The exit status for the first signal: 130 for SIGINT, 143 for SIGTERM."""
+        return 143 if self.signum == signal.SIGTERM else 130
+
+    @property
+    def what(self) -> str:
+        return "terminated (SIGTERM)" if self.signum == signal.SIGTERM else "interrupted"
+
+    def _record(self, signum: int, frame: object) -> None:
+        self.signals.append(signum)
+        if len(self.signals) >= 3:
+            self._restore()
+            signal.raise_signal(signum)
+        elif self.immediate:
+            raise Interrupted(f"stopped by {signal.Signals(signum).name}")
+
+    def _restore(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def __enter__(self) -> SignalStop:
+        if threading.current_thread() is threading.main_thread():
+            for signum in STOP_SIGNALS:
+                self._previous[signum] = signal.signal(signum, self._record)
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._restore()
+
+    def on_batch_end(self, batch: int) -> None:
+        if self.signals:
+            raise Interrupted(f"stopped by {signal.Signals(self.signals[0]).name}")

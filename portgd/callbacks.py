@@ -1,4 +1,5 @@
-"""Callbacks: hooks ``fit`` calls at the start and end of training and of every epoch.
+"""Callbacks: hooks ``fit`` calls at the start and end of training, of every epoch and after
+every training step (``on_batch_end``, a host-side call with no device read).
 
 A callback sees the model (``self.model``), the optimizer and the History; setting
 ``model.stop_training = True`` ends training after the current epoch. The ``logs`` passed to
@@ -29,6 +30,9 @@ class Callback:
 
     def on_epoch_begin(self, epoch: int) -> None: ...
 
+    def on_batch_end(self, batch: int) -> None:
+        """After training step ``batch`` (0-based within the epoch) has updated every layer."""
+
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None: ...
 
     def on_train_end(self) -> None: ...
@@ -53,6 +57,10 @@ class CallbackList:
     def on_epoch_begin(self, epoch: int) -> None:
         for cb in self.callbacks:
             cb.on_epoch_begin(epoch)
+
+    def on_batch_end(self, batch: int) -> None:
+        for cb in self.callbacks:
+            cb.on_batch_end(batch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
         for cb in self.callbacks:

@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__, _preflight, check
-from ._files import signals_held
 from ._registry import available_backends, get_backend
 from .callbacks import Callback
 from .errors import InputError, NonFiniteLossError, PortgdError
@@ -398,24 +397,31 @@ def _fit_quietly(model: Any, guard: _DivergenceGuard, callbacks: list[Any],
             raise TrainingDiverged(guard.message or str(exc)) from None
 
 
-def _save_interrupted(args: argparse.Namespace, exc: KeyboardInterrupt, last: Any,
-                      model: Any, optimizer: Any, metadata: dict[str, Any]) -> int:
-    """After Ctrl-C or SIGTERM: save the last completed epoch (with --save) and say so."""
-    from ._runs import Terminated
+def _save_interrupted(args: argparse.Namespace, stop: Any, last: Any, model: Any,
+                      optimizer: Any, metadata: dict[str, Any]) -> int:
+    """After Ctrl-C or SIGTERM stopped ``fit`` between two steps: save the last completed
+    epoch (with --save) and say so. Runs while ``stop`` still records further signals."""
     from .checkpoint import save
 
-    status = 143 if isinstance(exc, Terminated) else 130
-    what = "terminated (SIGTERM)" if status == 143 else "interrupted"
-    with signals_held():  # a second Ctrl-C waits until the checkpoint is complete
-        if last is None or last.epoch is None:
-            note = ("; no epoch had finished, nothing saved" if args.save else "")
-        else:
-            last.restore(model, optimizer)
-            save(args.save, model, optimizer, epoch=last.epoch, **metadata)
-            note = (f"; the last completed epoch ({last.epoch}) is saved in {args.save}: "
-                    f"continue with portgd train --resume {args.save}")
-        print(f"portgd: {what}{note}", file=sys.stderr, flush=True)
-    return status
+    if last is None or last.epoch is None:
+        note = ("; no epoch had finished, nothing saved" if args.save else "")
+    else:
+        last.restore(model, optimizer)
+        save(args.save, model, optimizer, epoch=last.epoch, **metadata)
+        note = (f"; the last completed epoch ({last.epoch}) is saved in {args.save}: "
+                f"continue with portgd train --resume {args.save}")
+    print(f"portgd: {stop.what}{note}", file=sys.stderr, flush=True)
+    return stop.status
+
+
+def _final_figures(model: Any, history: Any, validation: Any, test: Any, loss: str,
+                   metrics: Any, xp: Any) -> dict[str, float]:
+    """Loss and metrics on the held-out data after training."""
+    if validation is test:  # the held-out part was the validation data: its last figures
+        return {name[len("val_"):]: values[-1] for name, values in history.history.items()
+                if name.startswith("val_")}
+    return model.evaluate(test.X, _targets_for(loss, test.y, xp), loss=_loss_object(loss),
+                          metrics=metrics)
 
 
 def _new_model(args: argparse.Namespace, train: Any, outputs: int, output: str,
@@ -517,10 +523,13 @@ def _cmd_train(args: argparse.Namespace) -> int:
     last = _runs.LastEpoch() if args.save else None
     metadata = {"split": {"seed": args.seed, "test_size": args.test_size}, "loss": loss,
                 **_data_metadata(args, train)}
-    try:
-        with _runs.interrupts_raise():
+    writes = args.comm is None or args.comm.rank == 0  # the ranks hold the same model
+    # From here until the checkpoint is written, Ctrl-C and SIGTERM are requests that fit
+    # answers between two steps; the run then saves its last consistent state.
+    with _runs.SignalStop() as stop:
+        try:
             history = _fit_quietly(
-                model, guard, [c for c in (early, last) if c is not None],
+                model, guard, [c for c in (early, last, stop) if c is not None],
                 x=train.X, y=_targets_for(loss, train.y, xp), loss=_loss_object(loss),
                 optimizer=optimizer, epochs=first_epoch + args.epochs,
                 initial_epoch=first_epoch, batch_size=args.batch_size, metrics=metrics,
@@ -528,33 +537,27 @@ def _cmd_train(args: argparse.Namespace) -> int:
                 validation_data=(validation.X, _targets_for(loss, validation.y, xp)),
                 distributed=args.comm,
             )
-    except KeyboardInterrupt as exc:
-        return _save_interrupted(args, exc, last, model, optimizer, metadata)
+        except _runs.Interrupted:
+            return _save_interrupted(args, stop, last, model, optimizer, metadata)
+        epochs_done = first_epoch + len(history)
+        if args.save and writes:  # before the evaluation: a finished run is never lost
+            save(args.save, model, optimizer, epoch=epochs_done, **metadata)
+        stop.immediate = True  # the run is saved: a signal now ends the evaluation at once
+        try:
+            if stop.signum is None:
+                final = _final_figures(model, history, validation, test, loss, metrics, xp)
+            if args.plot and writes and stop.signum is None:
+                history.plot(args.plot)
+        except _runs.Interrupted:
+            pass
+        if stop.signum is not None:
+            note = (f" after the checkpoint of all {epochs_done} epochs was written to "
+                    f"{args.save}" if args.save else "")
+            print(f"portgd: {stop.what}{note}", file=sys.stderr, flush=True)
+            return stop.status
     if guard.message is not None:
         print(f"portgd: warning: {guard.message.split('. Lower')[0]}; kept going (--keep-going)",
               file=sys.stderr)
-    if validation is test:  # the held-out part was the validation data: its last figures
-        final = {name[len("val_"):]: values[-1] for name, values in history.history.items()
-                 if name.startswith("val_")}
-    else:
-        final = model.evaluate(test.X, _targets_for(loss, test.y, xp), loss=_loss_object(loss),
-                               metrics=metrics)
-    epochs_done = first_epoch + len(history)
-    writes = args.comm is None or args.comm.rank == 0  # the ranks hold the same model
-    if args.save and writes:
-        written = False
-        try:
-            with signals_held():  # Ctrl-C during the save waits for the complete file
-                save(args.save, model, optimizer, epoch=epochs_done, **metadata)
-                written = True
-        except KeyboardInterrupt:
-            if not written:
-                raise
-            print(f"portgd: interrupted after the checkpoint of all {epochs_done} epochs was "
-                  f"written to {args.save}", file=sys.stderr)
-            return 130
-    if args.plot and writes:
-        history.plot(args.plot)
     summary = {
         "dataset": args.dataset or args.data, "backend": backend.name,
         "device": backend.device_name, "dtype": args.dtype, "epochs": epochs_done,

@@ -368,6 +368,7 @@ def _fit(
             step = TrainingStep(model, optimizer, reducer)
             totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
             step.finish()
+            hooks.on_batch_end(b)
             if backend.due(b + 1):
                 _materialize(model, optimizer, totals)
             if progress is not None:

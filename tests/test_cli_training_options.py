@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -155,20 +154,93 @@ def test_an_interrupt_saves_the_last_completed_epoch(tmp_path, capsys, signum, s
     assert json.loads(capsys.readouterr().out)["epochs"] == epoch + 1
 
 
-def test_interrupt_before_the_first_epoch_saves_nothing(tmp_path):
+def signal_at_training_step(monkeypatch, step, *signums):
+    """Send ``signums`` to this process from inside training step ``step`` (0-based, counted
+    over the whole run), in the middle of the forward pass: a deterministic Ctrl-C."""
+    from portgd.model import Sequential
+
+    real, seen = Sequential.forward, []
+
+    def forward(self, x, training=False):
+        if training:
+            if len(seen) == step:
+                for signum in signums:
+                    os.kill(os.getpid(), signum)
+            seen.append(step)
+        return real(self, x, training)
+
+    monkeypatch.setattr(Sequential, "forward", forward)
+    return seen
+
+
+def test_interrupt_before_the_first_epoch_saves_nothing(tmp_path, capsys, monkeypatch):
+    signal_at_training_step(monkeypatch, 0, signal.SIGINT)
     path = tmp_path / "m.npz"
-    process = subprocess.Popen(
-        [sys.executable, "-m", "portgd", "train", "--dataset", "synthetic", "--epochs", "5",
-         "--hidden", "3000,3000", "--batch-size", "8", "--save", str(path)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    assert process.stdout.readline().startswith("portgd 0.1.0: synthetic")  # training began
-    time.sleep(0.5)
-    process.send_signal(signal.SIGINT)
-    _, err = process.communicate(timeout=120)
-    assert process.returncode == 130
-    assert err.strip().splitlines()[-1] == ("portgd: interrupted; no epoch had finished, "
-                                            "nothing saved")
+    assert main(["train", "--quiet", "--epochs", "2", "--save", str(path)]) == 130
+    assert capsys.readouterr().err.strip() == ("portgd: interrupted; no epoch had finished, "
+                                              "nothing saved")
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("signums", [(signal.SIGINT,), (signal.SIGINT, signal.SIGINT)])
+def test_an_interrupt_mid_epoch_ends_the_step_and_saves_the_last_epoch(tmp_path, capsys,
+                                                                         monkeypatch, signums):
+    """A signal in step 12 (epoch 2; 288 samples at batch 32 are 9 steps) lets that step
+    finish, stops before the next, and saves exactly what one epoch without an interrupt
+    saves; a second Ctrl-C right after the first is answered the same way."""
+    reference = saved(capsys, tmp_path, "--epochs", "1")
+    seen = signal_at_training_step(monkeypatch, 12, *signums)
+    path = tmp_path / "i.npz"
+    assert main(["train", "--quiet", "--epochs", "3", "--save", str(path)]) == 130
+    assert capsys.readouterr().err.strip() == (
+        f"portgd: interrupted; the last completed epoch (1) is saved in {path}: continue with "
+        f"portgd train --resume {path}")
+    assert len(seen) == 13  # the interrupted step completed, no further step began
+    interrupted = portgd.load(path)
+    assert interrupted.metadata["epoch"] == 1 and interrupted.optimizer.step_count == 9
+    for name, value in reference.model.state_dict().items():
+        np.testing.assert_array_equal(interrupted.model.state_dict()[name], value)
+    assert (interrupted.model.rng.bit_generator.state
+            == reference.model.rng.bit_generator.state)
+
+
+@pytest.mark.parametrize("signum,status,word", [(signal.SIGINT, 130, "interrupted"),
+                                                (signal.SIGTERM, 143, "terminated (SIGTERM)")])
+def test_a_signal_during_the_final_evaluation_keeps_the_finished_run(tmp_path, capsys,
+                                                                      monkeypatch, signum,
+                                                                      status, word):
+    from portgd.model import Sequential
+
+    real = Sequential.evaluate
+
+    def evaluate(self, *args, **kwargs):
+        os.kill(os.getpid(), signum)  # Ctrl-C / kill while the held-out data is evaluated
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Sequential, "evaluate", evaluate)
+    path = tmp_path / "m.npz"
+    assert main(["train", "--quiet", "--epochs", "2", "--validation-fraction", "0.2",
+                 "--save", str(path)]) == status
+    assert capsys.readouterr().err.strip() == (
+        f"portgd: {word} after the checkpoint of all 2 epochs was written to {path}")
+    assert portgd.load(path).metadata["epoch"] == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+
+
+def test_a_third_signal_ends_at_once_and_the_handlers_come_back():
+    from portgd import _runs
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt):
+        with _runs.SignalStop() as stop:
+            os.kill(os.getpid(), signal.SIGINT)
+            os.kill(os.getpid(), signal.SIGTERM)
+            assert stop.signals == [signal.SIGINT, signal.SIGTERM]  # recorded, nothing raised
+            assert (stop.status, stop.what) == (130, "interrupted")  # the first one counts
+            with pytest.raises(_runs.Interrupted):
+                stop.on_batch_end(0)
+            os.kill(os.getpid(), signal.SIGINT)  # the third: Python's own handler again
+    assert signal.getsignal(signal.SIGINT) is before
 
 
 def test_a_signal_during_a_write_waits_for_the_complete_file(tmp_path):

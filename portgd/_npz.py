@@ -15,11 +15,17 @@ What is checked, in order, for a member:
    of at most ``MAX_HEADER_BYTES`` that fits in the entry;
 3. the NPY header: a Python literal dict with exactly the keys ``descr`` (a dtype string),
    ``fortran_order`` (a bool) and ``shape`` (a tuple of non-negative ints); the dtype must be
-   a plain number type (bool, integer or float; never Python objects, which would be pickled);
+   a plain number type (bool, integer or float; never Python objects, which would be pickled,
+   nor structured, subarray, complex or date types), or text where the caller asks for it, and
+   at least one byte wide;
 4. the size: ``prod(shape) * itemsize`` bytes must be exactly what the entry holds after the
    header. This is checked before the data is read, so a huge declared shape is refused
-   without allocating anything;
+   without allocating anything; an empty shape must still be one NumPy can create (each size,
+   and the bytes of its non-zero sizes, at most ``numpy.intp``'s maximum);
 5. the data: read in full, so the entry's CRC-32 is checked.
+
+Anything the file, ZIP or NPY layer raises on the way (:data:`ZIP_ERRORS`) becomes the
+caller's error too, through one converter (:func:`failures_named`).
 
 This is a host-I/O module: it uses NumPy, the host format, directly.
 """
@@ -30,6 +36,7 @@ import ast
 import math
 import os
 import struct
+import warnings
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -59,6 +66,8 @@ _END_SIGNATURE = b"PK\x05\x06"
 #: NotImplementedError and RecursionError are RuntimeErrors; UnicodeDecodeError a ValueError.
 ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, RuntimeError, EOFError, OSError,
               ValueError, OverflowError, struct.error, zlib.error)
+#: the largest size and byte count of an array NumPy can create (``numpy.intp``'s maximum)
+INDEX_MAX = int(np.iinfo(np.intp).max)
 
 
 class Where:
@@ -107,7 +116,9 @@ def parse_header(text: str, where: Where,
             f"declares the dtype {descr!r}; portgd reads plain number arrays, not structured ones"
         )
     try:
-        dtype = np.dtype(descr)
+        with warnings.catch_warnings():  # a deprecated alias ('a' for 'S') is still read
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dtype = np.dtype(descr)
     except (TypeError, ValueError, SyntaxError) as exc:  # SyntaxError: NumPy parses some forms
         raise where.fail(f"declares an unknown dtype {descr!r} ({exc})") from None
     if dtype.hasobject:
@@ -118,6 +129,9 @@ def parse_header(text: str, where: Where,
     if dtype.kind not in kinds or dtype.fields is not None or dtype.subdtype is not None:
         allowed = "bool, integer and float" + (" and text" if "U" in kinds else "")
         raise where.fail(f"declares the dtype {descr!r}; only {allowed} arrays are read")
+    if dtype.itemsize == 0:
+        raise where.fail(f"declares the zero-width dtype {descr!r}; an array item is at least "
+                         "one byte")
     if not isinstance(fortran, bool):
         raise where.fail(f"declares fortran_order={fortran!r}, not True or False")
     if (not isinstance(shape, tuple) or len(shape) > 32
@@ -162,6 +176,10 @@ def read_npy(stream: IO[bytes], size: int, where: Where,
             f"declares shape {shape} of {dtype.name} ({nbytes} bytes of data) but holds "
             f"{size - start - length} bytes of data"
         )
+    if max(shape, default=0) > INDEX_MAX or (
+            math.prod(n for n in shape if n) * dtype.itemsize > INDEX_MAX):  # an empty array
+        raise where.fail(f"declares shape {shape} of {dtype.name}, larger than any array "
+                         f"NumPy can create (sizes and bytes at most {INDEX_MAX})")
     data = _read_exactly(stream, nbytes, where, "array data")
     if stream.read(1):
         raise where.fail("has bytes after its array data")
@@ -169,17 +187,31 @@ def read_npy(stream: IO[bytes], size: int, where: Where,
     return values.astype(dtype.newbyteorder("="), order="C", copy=True)
 
 
+@contextmanager
+def failures_named(where: Where, problem: str = "cannot be read") -> Iterator[None]:
+    """Inside the block, a failure of the file, ZIP or NPY layer becomes ``where.fail``.
+
+    A portgd error passes unchanged; a missing file "does not exist"; anything in
+    :data:`ZIP_ERRORS` becomes ``PROBLEM (TYPE: message)``. Every reader here goes through
+    this one converter, so a check that :func:`parse_header` misses still ends as the
+    caller's error, never as NumPy's or zipfile's exception.
+    """
+    try:
+        yield
+    except PortgdError:
+        raise
+    except FileNotFoundError:
+        raise where.fail("does not exist") from None
+    except ZIP_ERRORS as exc:
+        raise where.fail(f"{problem} ({type(exc).__name__}: {exc})") from None
+
+
 def read_npy_file(path: Path, error: type[PortgdError], advice: str,
                   kinds: str = NUMBER_KINDS) -> np.ndarray:
     """The array in the ``.npy`` file ``path``, validated as :func:`read_npy` does."""
     where = Where(path, error, advice)
-    try:
-        with open(path, "rb") as handle:
-            return read_npy(handle, os.fstat(handle.fileno()).st_size, where, kinds)
-    except FileNotFoundError:
-        raise where.fail("does not exist") from None
-    except OSError as exc:
-        raise where.fail(f"cannot be read ({exc.strerror or exc})") from None
+    with failures_named(where), open(path, "rb") as handle:
+        return read_npy(handle, os.fstat(handle.fileno()).st_size, where, kinds)
 
 
 def _declared_entries(path: Path, size: int) -> int | None:
@@ -260,13 +292,8 @@ class NpzArchive:
         if info is None:
             raise where.fail("is missing from the archive")
         self._check_entry(info, where)
-        try:
-            with self._zip.open(info) as stream:
-                return read_npy(stream, info.file_size, where, kinds)
-        except PortgdError:
-            raise
-        except ZIP_ERRORS as exc:
-            raise where.fail(f"cannot be read ({type(exc).__name__}: {exc})") from None
+        with failures_named(where), self._zip.open(info) as stream:
+            return read_npy(stream, info.file_size, where, kinds)
 
 
 @contextmanager
@@ -277,20 +304,10 @@ def open_npz(path: str | os.PathLike[str], error: type[PortgdError],
     ``advice`` ends every message (what the user should do about a damaged file).
     """
     where = Where(Path(path), error, advice)
-    try:
+    with failures_named(where, "is corrupt or truncated, or not an .npz archive"):
         size = where.path.stat().st_size
         zip_file = zipfile.ZipFile(where.path)
-    except FileNotFoundError:
-        raise where.fail("does not exist") from None
-    except ZIP_ERRORS as exc:
-        raise where.fail(
-            f"is corrupt or truncated, or not an .npz archive ({type(exc).__name__}: {exc})"
-        ) from None
     with zip_file:
-        try:
+        with failures_named(where, "is corrupt"):
             archive = NpzArchive(zip_file, size, where)
-        except PortgdError:
-            raise
-        except ZIP_ERRORS as exc:
-            raise where.fail(f"is corrupt ({type(exc).__name__}: {exc})") from None
         yield archive

@@ -12,6 +12,7 @@ import struct
 import subprocess
 import sys
 import tracemalloc
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -38,9 +39,11 @@ BASE = TARGETS["checkpoint"].base
 DATA = fuzz.data_files()
 
 # Kinds of corruption whose every case must be refused, or must load (they keep the file valid).
-_ZIP_REFUSED = {"truncate", "member_truncate", "huge_shape", "duplicate", "drop"}
+_ZIP_REFUSED = {"truncate", "member_truncate", "huge_shape", "hostile_header", "duplicate",
+                "drop"}
 ALWAYS_REFUSED = {"checkpoint": _ZIP_REFUSED, "evaluate": _ZIP_REFUSED, "npz": _ZIP_REFUSED,
-                  "idx": {"truncate", "extend", "huge_shape"}, "npy": {"truncate", "huge_shape"}}
+                  "idx": {"truncate", "extend", "huge_shape"},
+                  "npy": {"truncate", "huge_shape", "hostile_header"}}
 ALWAYS_LOADED = {"deflate"}
 
 
@@ -81,6 +84,13 @@ def _with_npy_header(member, change):
     entries = dict(_entries())
     _, text, values = fuzz.split_npy(entries[member])
     entries[member] = fuzz.join_npy(change(text), values)
+    return fuzz.archive(list(entries.items()))
+
+
+def _with_member(member, blob):
+    """The base checkpoint with ``member``'s content replaced by ``blob``."""
+    entries = dict(_entries())
+    entries[member] = blob
     return fuzz.archive(list(entries.items()))
 
 
@@ -192,6 +202,10 @@ CLI_CORRUPTIONS = {
                     "zip file version 10.0"),
     "metadata": (lambda: _with_metadata(split={"seed": float("nan"), "test_size": 0.2}),
                  "records seed=nan in its metadata"),
+    "empty-huge": (lambda: _with_member("param/0.weight.npy",
+                                        fuzz.hostile_npy("<f4", False, (0, 2**63))),
+                   "member 'param/0.weight.npy' declares shape (0, 9223372036854775808) of "
+                   "float32, larger than any array NumPy can create"),
 }
 
 
@@ -248,6 +262,61 @@ def test_a_data_file_declaring_a_huge_shape_is_refused_before_allocating(tmp_pat
     assert peak < 1_000_000
 
 
+# Well-formed headers over exactly the data they declare, which byte flips (almost) never
+# build. A zero-width dtype and an empty shape NumPy cannot create escaped as ValueError from
+# a data .npy (review finding 8); the rest pin that each stays refused by every reader.
+HOSTILE_MESSAGES = {
+    ("|S0", False, (5,)): "declares the zero-width dtype '|S0'",
+    ("<U0", False, (10**18,)): "declares the zero-width dtype '<U0'",
+    ("S", False, (12, 4)): "declares the zero-width dtype 'S'",
+    ("|a0", True, ()): "declares the zero-width dtype '|a0'",
+    ("<f8", False, (0, 2**63)): "declares shape (0, 9223372036854775808) of float64, larger than",
+    ("<f4", False, (0, 10**18, 10**18)): "of float32, larger than any array NumPy can create",
+    ("|u1", False, (2**64, 0)): "declares shape (18446744073709551616, 0) of uint8, larger than",
+    ("|O", False, (12, 4)): "holds Python objects (pickled)",
+    ("(2,)<f4", False, (12, 2)): "declares the dtype '(2,)<f4'; only",
+    ("<f4,<f8", False, (12,)): "declares the dtype '<f4,<f8'; only",
+    ("<M8[ns]", False, (12, 4)): "declares the dtype '<M8[ns]'; only",
+    ("<c16", False, (12, 4)): "declares the dtype '<c16'; only",
+}
+
+
+def _hostile_id(header):
+    return f"{header[0]!r}-{'F' if header[1] else 'C'}-{header[2]}"
+
+
+@pytest.mark.parametrize("header", fuzz.HOSTILE_HEADERS, ids=_hostile_id)
+def test_every_reader_refuses_a_well_formed_hostile_header(tmp_path, header):
+    blob = fuzz.hostile_npy(*header)
+    npy = _write(tmp_path, blob, "d.npy")
+    entries = dict(fuzz.members(DATA["npz"]))
+    entries["X.npy"] = blob
+    npz = _write(tmp_path, fuzz.archive(list(entries.items())), "d.npz")
+    checkpoint = _write(tmp_path, _with_member("param/0.weight.npy", blob))
+    fragment = next((text for key, text in HOSTILE_MESSAGES.items() if key == header), "")
+    for path in (npy, npz):
+        with pytest.raises(portgd.DatasetError) as info:
+            portgd.datasets.from_file(path, backend="numpy")
+        assert str(info.value).startswith(str(path)) and fragment in str(info.value)
+        assert "bytes of data but holds" not in str(info.value)  # the data length is right
+    # checkpoints hold numbers only: text dtypes are refused before their width is looked at
+    text = "zero-width" in fragment
+    message = _refused(checkpoint, "'param/0.weight.npy'",
+                       "declares the dtype" if text else fragment)
+    assert "bytes of data but holds" not in message
+
+
+@pytest.mark.parametrize("header", [("|S0", False, (5,)), ("<U0", False, (10**18,)),
+                                    ("<f8", False, (0, 2**63))], ids=_hostile_id)
+def test_portgd_train_on_a_hostile_data_npy_prints_one_error_line(tmp_path, header):
+    path = _write(tmp_path, fuzz.hostile_npy(*header), "s0.npy")
+    done = subprocess.run([sys.executable, "-m", "portgd", "train", "--data", str(path),
+                           "--epochs", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith(f"portgd: error: {path} {HOSTILE_MESSAGES[header]}")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
 def test_a_member_that_is_not_npy_in_a_data_npz_is_missing(tmp_path):
     # numpy.load returned it as bytes, which then failed as an array
     entries = [("X" if name == "X.npy" else name, blob) for name, blob in fuzz.members(DATA["npz"])]
@@ -262,6 +331,19 @@ def test_values_beyond_float32_are_refused_not_made_infinite(tmp_path):
         portgd.datasets.from_file(path, backend="numpy")
     loaded = portgd.datasets.from_file(path, backend="numpy", dtype="float64")
     assert np.asarray(loaded.X)[1, 1] == 1e300
+
+
+@pytest.mark.skipif(np.finfo(np.longdouble).max <= np.finfo(np.float64).max,
+                    reason="this platform's longdouble is float64")
+def test_a_longdouble_beyond_float64_is_refused_without_a_warning(tmp_path):
+    table = np.ones((3, 2), dtype=np.longdouble)
+    table[1, 0] = np.longdouble(10) ** 400
+    path = tmp_path / "d.npy"
+    np.save(path, table)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # NumPy's cast warned "overflow encountered in cast"
+        with pytest.raises(portgd.DatasetError, match=r"row 1 \(0-based\) holds inf"):
+            portgd.datasets.from_file(path, backend="numpy")
 
 
 # -- docs/fuzzing.md ----------------------------------------------------------------------------

@@ -10,7 +10,9 @@ PortgdError) or ``escaped`` (any other exception: a finding). Corruptions:
   they reach the NPY and checkpoint layers: ``member_flip`` (biased to the NPY header),
   ``member_truncate``, ``npy_header`` (the header dict replaced: other dtypes, shapes, keys,
   versions, unbalanced or nested text), ``huge_shape`` (a shape of up to 2**62 elements over
-  the same few bytes), ``duplicate`` and ``drop`` (a member twice, or missing), ``rename``,
+  the same few bytes), ``hostile_header`` (a well-formed header over exactly the data it
+  declares, with a dtype or shape that must still be refused: :data:`HOSTILE_HEADERS`; for
+  ``.npy`` files too), ``duplicate`` and ``drop`` (a member twice, or missing), ``rename``,
   ``json`` (one value of a checkpoint's JSON header replaced), ``deflate`` (every member
   compressed: a valid file that must load);
 * for IDX files: ``idx_header`` (bytes of the magic number and sizes), ``huge_shape`` (a
@@ -44,6 +46,7 @@ import contextlib
 import gzip
 import io
 import json
+import math
 import random
 import struct
 import sys
@@ -131,6 +134,18 @@ BAD_DESCRS = ["|O", "<U3", "|S0", "V8", "<M8[s]", "<c16", "garbage", "", "<f0", 
               "<i99", ">f8", "|b1", "<f2", "u1", "<f8,<f4", "O8"]
 BAD_SHAPES = [(-1, 3), (3.0,), ("a",), (True, 2), [4, 8], None, 7, (), (0,), (1,) * 40,
               (2**70,)]
+#: NPY headers (descr, fortran_order, shape) that parse, over exactly the bytes of data they
+#: declare (see :func:`hostile_npy`), and that every loader must still refuse: zero-width,
+#: structured, subarray, object, date and complex dtypes, empty shapes too large for NumPy
+#: to create, a 0-d Fortran array. Byte flips almost never build one: the data must match.
+HOSTILE_HEADERS: list[tuple[Any, bool, tuple[int, ...]]] = [
+    ("|S0", False, (5,)), ("<U0", False, (10**18,)), ("S", False, (12, 4)), ("|a0", True, ()),
+    ("<U", True, (12, 4)), ("|V8", False, (12, 4)), ("<M8[ns]", False, (12, 4)),
+    ("<m8[s]", False, (12,)), ("|O", False, (12, 4)), ("(2,)<f4", False, (12, 2)),
+    ("<f4,<f8", False, (12,)), ([("X", "<f8")], False, (12,)), ("<c16", False, (12, 4)),
+    ("<f8", False, (0, 2**63)), ("<f4", False, (0, 10**18, 10**18)), ("|u1", False, (2**64, 0)),
+    ("<f8", True, ()),
+]
 
 
 def npy_header_text(old: str, rng: random.Random) -> tuple[str, tuple[int, int]]:
@@ -209,6 +224,21 @@ def _huge_shape(name: str, blob: bytes, rng: random.Random) -> tuple[str, bytes]
     return name, join_npy(_header_dict(descr, False, rng.choice(HUGE_SHAPES)), values)
 
 
+def hostile_npy(descr: Any, fortran: bool, shape: tuple[int, ...]) -> bytes:
+    """An NPY member with this header over zero bytes of the length it declares."""
+    try:
+        with warnings.catch_warnings():  # 'a' is a deprecated alias of 'S'
+            warnings.simplefilter("ignore", DeprecationWarning)
+            nbytes = math.prod(shape) * np.dtype(descr).itemsize
+    except (TypeError, ValueError):
+        nbytes = 0
+    return join_npy(_header_dict(descr, fortran, shape), bytes(nbytes if nbytes < 2**16 else 0))
+
+
+def _hostile_header(name: str, blob: bytes, rng: random.Random) -> tuple[str, bytes]:
+    return name, hostile_npy(*rng.choice(HOSTILE_HEADERS))
+
+
 def _renamed(name: str, blob: bytes, rng: random.Random) -> tuple[str, bytes]:
     new = rng.choice([name[:-4], name + ".npy", name.upper(), "x" + name,
                       name.replace("/", "\\"), "header.npy", "param/0.bias.npy"])
@@ -229,6 +259,10 @@ def npy_header(data: bytes, rng: random.Random) -> bytes:
 
 def huge_shape(data: bytes, rng: random.Random) -> bytes:
     return _one_member(data, rng, _huge_shape)
+
+
+def hostile_header(data: bytes, rng: random.Random) -> bytes:
+    return _one_member(data, rng, _hostile_header)
 
 
 def rename(data: bytes, rng: random.Random) -> bytes:
@@ -486,15 +520,20 @@ def npy_file_huge_shape(data: bytes, rng: random.Random) -> bytes:
     return _huge_shape("", data, rng)[1]
 
 
+def npy_file_hostile_header(data: bytes, rng: random.Random) -> bytes:
+    return _hostile_header("", data, rng)[1]
+
+
 ZIP_MUTATIONS: dict[str, Mutation] = {
     "flip": flip, "truncate": truncate, "extend": extend, "member_flip": member_flip,
     "member_truncate": member_truncate, "npy_header": npy_header, "huge_shape": huge_shape,
-    "duplicate": duplicate, "drop": drop, "rename": rename, "json": json_header,
+    "hostile_header": hostile_header, "duplicate": duplicate, "drop": drop, "rename": rename,
+    "json": json_header,
     "deflate": deflate,
 }
 NPY_MUTATIONS: dict[str, Mutation] = {
     "flip": flip, "truncate": truncate, "extend": extend, "npy_header": npy_file_header,
-    "huge_shape": npy_file_huge_shape,
+    "huge_shape": npy_file_huge_shape, "hostile_header": npy_file_hostile_header,
 }
 CSV_MUTATIONS: dict[str, Mutation] = {
     "flip": flip, "truncate": truncate, "extend": extend, "csv_token": csv_token,

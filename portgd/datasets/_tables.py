@@ -232,7 +232,8 @@ def _numeric(array: Any, path: Path, what: str) -> np.ndarray:
 
     if array.dtype.kind not in "biuf":
         raise DatasetError(f"{path}: {what} has dtype {array.dtype}; portgd needs numbers")
-    values = array.astype(np.float64)
+    with np.errstate(over="ignore"):  # a longdouble beyond float64 becomes inf, refused next
+        values = array.astype(np.float64)
     if values.dtype.kind == "f" and values.size:
         bad = ~np.isfinite(values)
         if bad.any():

@@ -48,19 +48,20 @@ def test_mutants_are_grouped_by_their_module():
     assert recipe._top("portgd.metrics.x\u01c1Accuracy\u01c1batch_sum__mutmut_3") == "metrics"
     assert recipe._top("portgd.losses.x_one_hot__mutmut_1") == "losses"
     assert recipe._top("portgd.step.x\u01c1TrainingStep\u01c1finish__mutmut_2") == "training"
-    assert recipe._top("portgd.optim.rules.x_adam_update__mutmut_7") == "optim"
+    assert recipe._top("portgd.optim.rules.x_adam_update__mutmut_7") == "optim-rules"
+    assert recipe._top("portgd.optim.state.x_init_state__mutmut_1") == "optim"
     assert recipe._top("portgd.cli.x_main__mutmut_1") is None
     assert recipe._name_globs("training") == ["portgd.training.*", "portgd.step.*"]
 
 
 def test_the_configuration_mutmut_reads(tmp_path):
-    recipe.write_config(tmp_path, ["losses", "optim"])
+    recipe.write_config(tmp_path)
     config = configparser.ConfigParser()
     config.read(tmp_path / "setup.cfg")
     section = config["mutmut"]
     only = section["only_mutate"].split()
     assert "portgd/losses.py" in only and "portgd/optim/*" in only
-    assert not any("metrics" in p for p in only)
+    assert len(only) == sum(len(globs) for globs in recipe.MODULES.values())
     args = section["pytest_add_cli_args"].split()
     assert args[:2] == ["-x", "-q"] and "portgd_mutation_plugin" in args
     selection = section["pytest_add_cli_args_test_selection"].splitlines()

@@ -56,6 +56,9 @@ MODULES: dict[str, tuple[str, ...]] = {
     "training": ("portgd/training.py", "portgd/training/*", "portgd/step.py"),
     "model": ("portgd/model.py",),
     "checkpoint": ("portgd/checkpoint.py", "portgd/checkpoint/*"),
+    # the update rules alone, then the rest of the package (a mutant counts for the first
+    # entry whose globs match its file)
+    "optim-rules": ("portgd/optim/rules.py",),
     "optim": ("portgd/optim.py", "portgd/optim/*"),
 }
 
@@ -86,7 +89,10 @@ DESELECTED = (
     "tests/test_layerwise.py::test_layerwise_step_holds_one_layers_gradients_at_a_time",
 )
 
-KILLED = {"killed", "timeout", "caught by type check", "segfault"}
+KILLED = {"killed", "timeout", "caught by type check"}
+#: verdicts that are no verdict: tested again by the next run (a mutant whose test process
+#: died of a signal may have been stopped from outside, so "segfault" is retried too)
+PENDING = {"not checked", "check was interrupted by user", "segfault", "suspicious"}
 STATUS_LINE = re.compile(r"^\s+(\S+): (.+)$")
 MODULE_OF = re.compile(r"^(portgd(?:\.\w+)*?)\.x[_\u01c1]")
 
@@ -132,8 +138,11 @@ def sync_copy(workdir: Path) -> None:
                 (mutants / path.relative_to(workdir)).unlink(missing_ok=True)
 
 
-def write_config(workdir: Path, modules: list[str]) -> None:
-    patterns = [glob for module in modules for glob in MODULES[module]]
+def write_config(workdir: Path) -> None:
+    """mutmut's configuration. Every core module is mutated (mutmut overwrites the files it
+    is not told to mutate with plain copies, so this set must never change between runs);
+    which modules are tested is chosen by mutant name."""
+    patterns = [glob for globs in MODULES.values() for glob in globs]
     selection = ["tests/", "-m", "not slow and not gpu",
                  *(f"--ignore-glob={path}" for path in NOT_SELECTED),
                  *(f"--deselect={test}" for test in DESELECTED)]
@@ -207,7 +216,16 @@ def _name_globs(module: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def report(workdir: Path, modules: list[str], target: float, diffs: bool = True) -> bool:
+def _changed_line(workdir: Path, name: str) -> str:
+    """The mutated line of a mutant, from ``mutmut show``."""
+    shown = _mutmut(workdir, "show", name, capture=True).stdout.splitlines()
+    plus = [line[1:].strip() for line in shown if line.startswith("+") and
+            not line.startswith("+++")]
+    return " ".join(plus)
+
+
+def report(workdir: Path, modules: list[str], target: float, diffs: bool = True,
+           markdown: bool = False) -> bool:
     results = verdicts(workdir)
     equivalent = load_equivalent()
     by_module: dict[str, dict[str, str]] = {}
@@ -215,19 +233,40 @@ def report(workdir: Path, modules: list[str], target: float, diffs: bool = True)
         if _top(name) in modules:
             by_module.setdefault(module_of(name), {})[name] = status
     ok = True
-    print(f"\n{'module':28} {'mutants':>8} {'killed':>7} {'equiv.':>7} {'not run':>8} {'score':>7}")
+    rows = []
     open_mutants = []
     for module in sorted(by_module):
         statuses = by_module[module]
         killed = sum(s in KILLED for s in statuses.values())
         equiv = sum(n in equivalent and statuses[n] not in KILLED for n in statuses)
-        pending = sum(s == "not checked" for s in statuses.values())
+        pending = sum(s in PENDING for s in statuses.values())
         counted = len(statuses) - equiv
         score = killed / counted if counted else 1.0
         ok &= score >= target and not pending
-        print(f"{module:28} {len(statuses):8} {killed:8} {equiv:7} {pending:8} {score:7.1%}")
+        rows.append((module, len(statuses), killed, equiv, counted - killed - pending, pending,
+                     score))
         open_mutants += [(n, s) for n, s in sorted(statuses.items())
                          if s not in KILLED and n not in equivalent]
+    if markdown:
+        print("| module | mutants | killed | equivalent | survived | not run | score |")
+        print("|--------|---------|--------|------------|----------|---------|-------|")
+        for module, total, killed, equiv, survived, pending, score in rows:
+            print(f"| `{module}` | {total} | {killed} | {equiv} | {survived} | {pending} | "
+                  f"{score:.1%} |")
+        total = [sum(r[i] for r in rows) for i in range(1, 6)]
+        counted = total[0] - total[2]
+        print(f"| all | {' | '.join(map(str, total))} | "
+              f"{(total[1] / counted if counted else 1.0):.1%} |")
+        print("\n| mutant | mutated line | why it is equivalent |")
+        print("|--------|--------------|----------------------|")
+        for name in sorted(equivalent):
+            if name in results and _top(name) in modules:
+                line = _changed_line(workdir, name).replace("|", "\\|")
+                print(f"| `{name}` | `{line}` | {equivalent[name]} |")
+        return ok
+    print(f"\n{'module':28} {'mutants':>8} {'killed':>7} {'equiv.':>7} {'not run':>8} {'score':>7}")
+    for module, total, killed, equiv, _, pending, score in rows:
+        print(f"{module:28} {total:8} {killed:8} {equiv:7} {pending:8} {score:7.1%}")
     stale = sorted(n for n in equivalent if module_of(n) in by_module and (
         n not in results or results[n] in KILLED))
     if stale:
@@ -254,6 +293,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="test again every mutant of MODULE not killed in an earlier run")
     parser.add_argument("--report", action="store_true", help="only print the last run's summary")
     parser.add_argument("--no-diffs", action="store_true", help="list open mutants without diffs")
+    parser.add_argument("--markdown", action="store_true",
+                        help="print the summary and the equivalent mutants as Markdown tables")
     parser.add_argument("--target", type=float, default=0.95)
     args = parser.parse_args(argv)
     modules = args.modules or list(MODULES)
@@ -268,15 +309,14 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report:
         workdir.mkdir(parents=True, exist_ok=True)
         sync_copy(workdir)
-        # Every chosen module is mutated in one generation (mutmut rewrites the files it is
-        # not told to mutate), then tested one module at a time, so that a run cut short
-        # leaves whole modules done; a second run picks up where the first stopped.
-        write_config(workdir, modules)
+        # Modules are tested one at a time, so that a run cut short leaves whole modules
+        # done; a second run picks up where the first stopped.
+        write_config(workdir)
         for module in modules:
             known = {n: s for n, s in verdicts(workdir).items() if _top(n) == module}
             if known:
                 names = [n for n, s in known.items()
-                         if s == "not checked" or (args.rerun and s not in KILLED)]
+                         if s in PENDING or (args.rerun and s not in KILLED)]
             else:  # not generated yet: the first `mutmut run` generates every module's
                 names = _name_globs(module)
             if not names:
@@ -287,8 +327,10 @@ def main(argv: list[str] | None = None) -> int:
             if done.returncode:
                 print(f"mutmut run exited with {done.returncode}", file=sys.stderr)
                 return done.returncode
-    write_config(workdir, modules)
-    return 0 if report(workdir, modules, args.target, diffs=not args.no_diffs) else 1
+    if not (workdir / "setup.cfg").exists():
+        return print(f"no mutation run in {workdir}", file=sys.stderr) or 2
+    return 0 if report(workdir, modules, args.target, diffs=not args.no_diffs,
+                       markdown=args.markdown) else 1
 
 
 if __name__ == "__main__":

@@ -1,0 +1,88 @@
+"""solve_linear as a property: for any system, step size, iteration count and logging
+interval, its iterate, its logged losses and their iterations are those of the loop its
+docstring states, ``x <- x - lr (2/N) A^T (A x - Y)`` from ``x = 0``; and what it says when
+gradient descent diverges."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import portgd
+from portgd.linear import LinearSolution
+
+
+def _reference(a, y, lr, iters, log_every):
+    n = a.shape[0]
+    x = np.zeros((a.shape[1], *y.shape[1:]))
+    losses, iterations = [], []
+    for i in range(iters + 1):
+        r = a @ x - y
+        if i % log_every == 0 or i == iters:
+            losses.append(float(np.sum(r * r) / n))
+            iterations.append(i)
+        if i < iters:
+            x = x - lr * (2 / n) * a.T @ r
+    return x, losses, iterations
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 6), m=st.integers(1, 4), k=st.sampled_from([None, 1, 2]),
+       iters=st.integers(1, 40), log_every=st.integers(1, 50), seed=st.integers(0, 2**16),
+       lr=st.sampled_from([0.001, 0.01, 0.05]))
+def test_solve_linear_is_the_stated_loop(n, m, k, iters, log_every, seed, lr):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, m))
+    y = rng.normal(size=(n,) if k is None else (n, k))
+    result = portgd.solve_linear(a, y, lr=lr, iters=iters, log_every=log_every)
+    x, losses, iterations = _reference(a, y, lr, iters, log_every)
+    assert result.iterations == iterations
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-12, atol=1e-300)
+    got = portgd.to_numpy(result.x)
+    assert got.shape == x.shape and got.dtype == np.float64
+    np.testing.assert_allclose(got, x, rtol=1e-11, atol=1e-14)
+    assert result.diverged == (not losses[-1] <= losses[0])
+
+
+def test_diverged_compares_the_last_loss_with_the_first():
+    assert LinearSolution(None, [2.0, 1.0], [0, 1]).diverged is False
+    assert LinearSolution(None, [1.0, 1.0], [0, 1]).diverged is False
+    assert LinearSolution(None, [1.0, 1.5], [0, 1]).diverged is True
+    a = np.array([[1.0, 0.0], [0.0, 10.0]])
+    grows = portgd.solve_linear(a, [1.0, 1.0], lr=0.5, iters=3, log_every=1)
+    assert grows.diverged and grows.losses[-1] > grows.losses[0]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
+def test_a_diverging_run_says_where_and_what_to_do():
+    a = np.array([[1.0, 0.0], [0.0, 100.0]])
+    with pytest.raises(portgd.NonFiniteLossError) as error:
+        portgd.solve_linear(a, [1.0, 1.0], lr=1.0, iters=400, log_every=50)
+    message = str(error.value)
+    assert message.startswith("gradient descent diverged: the loss is inf at iteration ")
+    first_bad = int(message.split("iteration ")[1].split(";")[0])
+    assert first_bad % 50 == 0 and 0 < first_bad <= 400
+    assert "lower lr (it must be below N / the largest eigenvalue of A^T A)" in message
+    with pytest.raises(portgd.NonFiniteLossError, match="not finite at iteration 0: A or Y"):
+        portgd.solve_linear(a, [np.nan, 1.0], iters=5)
+
+
+@pytest.mark.parametrize("lr", [0, -0.1, float("inf"), float("nan"), True, "0.1"])
+def test_step_sizes_that_are_refused(lr):
+    with pytest.raises(portgd.InputError, match="lr must be a positive finite number"):
+        portgd.solve_linear([[1.0]], [1.0], lr=lr)
+
+
+def test_log_every_and_empty_systems():
+    with pytest.raises(portgd.InputError, match="log_every"):
+        portgd.solve_linear([[1.0]], [1.0], log_every=0)
+    with pytest.raises(portgd.ShapeError, match="at least one row and one column"):
+        portgd.solve_linear(np.zeros((2, 0)), [1.0, 2.0])
+    with pytest.raises(portgd.ShapeError, match="Y must be shaped"):
+        portgd.solve_linear(np.ones((2, 2)), np.ones((2, 2, 2)))
+    one = portgd.solve_linear([[2.0]], [4.0], lr=0.1, iters=1, log_every=5)
+    assert one.iterations == [0, 1]
+    assert one.losses == pytest.approx([16.0, (2 * 1.6 - 4) ** 2], rel=1e-15)

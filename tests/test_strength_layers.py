@@ -81,3 +81,15 @@ def test_dense_forward_and_its_refusals():
         model.predict(np.ones((2, 3)))
     with pytest.raises(portgd.ShapeError, match=r"expects inputs shaped \(batch, 2\)"):
         layer.forward(model.backend.asarray(np.ones((2, 2, 2))))
+
+
+@pytest.mark.parametrize("args,message", [
+    ((0, 2), "Dense in_features must be a positive int, got 0"),
+    ((2, 0), "Dense out_features must be a positive int, got 0"),
+    ((True, 2), "Dense in_features must be a positive int, got True"),
+    ((2, 1.5), "Dense out_features must be a positive int, got 1.5"),
+])
+def test_dense_sizes_are_checked_by_name(args, message):
+    with pytest.raises(portgd.InputError) as error:
+        Dense(*args)
+    assert str(error.value) == message

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+import portgd
 from portgd import Sequential, optim
+from portgd.callbacks import Callback
 from portgd.layers import Dense, Layer, Sigmoid, Tanh
 from portgd.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
 
@@ -239,3 +241,57 @@ def test_sum_reduction_epoch_loss_is_the_loss_of_all_samples_for_any_batch_size(
                         batch_size=batch_size, verbose=0, seed=1, validation_data=(x, y))
     assert history.history["loss"] == pytest.approx([expected, expected], rel=REL)
     assert history.history["val_loss"] == pytest.approx([expected, expected], rel=REL)
+
+
+# ---------------------------------------------------------------------------------------------
+# validation data and resumed epochs
+
+
+@SETTINGS
+@given(n=st.integers(2, 30), fraction=st.floats(0.01, 0.99))
+def test_validation_split_holds_out_the_last_rounded_fraction(n, fraction):
+    held = round(n * fraction)
+    assume(0 < held < n)
+    x, y = _data(n, seed=n)
+    model = _regressor()
+    cut = n - held
+    train_loss = model.evaluate(x[:cut], y[:cut], loss="mse")["loss"]
+    val_loss = model.evaluate(x[cut:], y[cut:], loss="mse")["loss"]
+    history = model.fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.0), batch_size=cut,
+                        validation_split=fraction, verbose=0)
+    assert history.history["loss"][0] == pytest.approx(train_loss, rel=REL)
+    assert history.history["val_loss"][0] == pytest.approx(val_loss, rel=REL)
+
+
+@pytest.mark.parametrize("n,fraction", [(10, 0.04), (10, 0.96), (3, 0.1)])
+def test_validation_split_that_leaves_a_side_empty_is_refused(n, fraction):
+    x, y = _data(n)
+    with pytest.raises(portgd.DatasetError, match=f"validation_split={fraction} of {n} samples"):
+        _regressor().fit(x, y, loss="mse", validation_split=fraction, batch_size=1, verbose=0)
+
+
+def test_validation_data_and_split_together_are_refused():
+    x, y = _data(8)
+    with pytest.raises(portgd.InputError, match="validation_data or validation_split"):
+        _regressor().fit(x, y, loss="mse", validation_data=(x, y), validation_split=0.5,
+                         verbose=0)
+
+
+def test_resuming_at_an_epoch_runs_the_remaining_epochs_under_their_numbers():
+    seen = []
+
+    class Epochs(Callback):
+        def on_epoch_begin(self, epoch):
+            seen.append(("begin", epoch))
+
+        def on_epoch_end(self, epoch, logs):
+            seen.append(("end", epoch))
+
+    x, y = _data(8)
+    history = _regressor().fit(x, y, loss="mse", optimizer=optim.SGD(lr=0.01), epochs=5,
+                               initial_epoch=3, batch_size=4, verbose=0, callbacks=[Epochs()])
+    assert history.epochs == [3, 4] and len(history.history["loss"]) == 2
+    assert seen == [("begin", 3), ("end", 3), ("begin", 4), ("end", 4)]
+    for bad in (5, -1, True, 1.0):
+        with pytest.raises(portgd.InputError, match="initial_epoch must be an int in"):
+            _regressor().fit(x, y, loss="mse", epochs=5, initial_epoch=bad, verbose=0)

@@ -21,17 +21,22 @@ from portgd.layers import (
 )
 
 
-@pytest.mark.parametrize("layer,text", [
-    (Dense(3, 2), "Dense(in_features=3, out_features=2, bias=True, init='glorot_uniform')"),
-    (Dense(4, 1, bias=False, init="he_uniform"),
+# layers are made inside the tests (factories): an object made at collection time would not
+# run the code under test (tools/mutation.py activates a mutant only when the test runs)
+@pytest.mark.parametrize("make,text", [
+    (lambda: Dense(3, 2),
+     "Dense(in_features=3, out_features=2, bias=True, init='glorot_uniform')"),
+    (lambda: Dense(4, 1, bias=False, init="he_uniform"),
      "Dense(in_features=4, out_features=1, bias=False, init='he_uniform')"),
-    (LeakyReLU(), "LeakyReLU(alpha=0.01)"),
-    (LeakyReLU(0.2), "LeakyReLU(alpha=0.2)"),
-    (ReLU(), "ReLU()"), (Tanh(), "Tanh()"), (Sigmoid(), "Sigmoid()"), (Softmax(), "Softmax()"),
-    (Identity(), "Identity()"),
+    (lambda: LeakyReLU(), "LeakyReLU(alpha=0.01)"),
+    (lambda: LeakyReLU(0.2), "LeakyReLU(alpha=0.2)"),
+    (ReLU, "ReLU()"), (Tanh, "Tanh()"), (Sigmoid, "Sigmoid()"), (Softmax, "Softmax()"),
+    (Identity, "Identity()"),
 ])
-def test_layers_describe_and_rebuild_themselves(layer, text):
+def test_layers_describe_and_rebuild_themselves(make, text):
+    layer = make()
     assert repr(layer) == text
+    assert layer.index is None and layer.xp is None and layer.params == {} == layer.grads
     again = layer_from_config({"type": type(layer).__name__, **layer.config()})
     assert type(again) is type(layer) and again.config() == layer.config()
 
@@ -56,18 +61,18 @@ def _forward(layer, x):
 X = np.array([[-3.0, -0.5, 0.0, 0.25, 2.0], [40.0, -40.0, 1e-3, -1e-3, 0.0]])
 
 
-@pytest.mark.parametrize("layer,formula", [
-    (ReLU(), lambda x: np.maximum(x, 0)),
-    (LeakyReLU(), lambda x: np.where(x > 0, x, 0.01 * x)),
-    (LeakyReLU(0.3), lambda x: np.where(x > 0, x, 0.3 * x)),
-    (Tanh(), np.tanh),
-    (Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
-    (Softmax(), lambda x: np.exp(x - x.max(1, keepdims=True))
+@pytest.mark.parametrize("make,formula", [
+    (ReLU, lambda x: np.maximum(x, 0)),
+    (LeakyReLU, lambda x: np.where(x > 0, x, 0.01 * x)),
+    (lambda: LeakyReLU(0.3), lambda x: np.where(x > 0, x, 0.3 * x)),
+    (Tanh, np.tanh),
+    (Sigmoid, lambda x: 1 / (1 + np.exp(-x))),
+    (Softmax, lambda x: np.exp(x - x.max(1, keepdims=True))
      / np.exp(x - x.max(1, keepdims=True)).sum(1, keepdims=True)),
-    (Identity(), lambda x: x),
+    (Identity, lambda x: x),
 ], ids=["relu", "leaky_relu", "leaky_relu-0.3", "tanh", "sigmoid", "softmax", "identity"])
-def test_activations_against_their_formulas(layer, formula):
-    np.testing.assert_allclose(_forward(layer, X), formula(X), rtol=1e-15, atol=1e-300)
+def test_activations_against_their_formulas(make, formula):
+    np.testing.assert_allclose(_forward(make(), X), formula(X), rtol=1e-15, atol=1e-300)
 
 
 def test_dense_forward_and_its_refusals():

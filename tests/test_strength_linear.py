@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import portgd
-from portgd.linear import LinearSolution
+from portgd.linear import LinearSolution, divergence_message
 
 
 def _reference(a, y, lr, iters, log_every):
@@ -61,13 +61,38 @@ def test_a_diverging_run_says_where_and_what_to_do():
     a = np.array([[1.0, 0.0], [0.0, 100.0]])
     with pytest.raises(portgd.NonFiniteLossError) as error:
         portgd.solve_linear(a, [1.0, 1.0], lr=1.0, iters=400, log_every=50)
-    message = str(error.value)
-    assert message.startswith("gradient descent diverged: the loss is inf at iteration ")
-    first_bad = int(message.split("iteration ")[1].split(";")[0])
-    assert first_bad % 50 == 0 and 0 < first_bad <= 400
-    assert "lower lr (it must be below N / the largest eigenvalue of A^T A)" in message
-    with pytest.raises(portgd.NonFiniteLossError, match="not finite at iteration 0: A or Y"):
+    with np.errstate(over="ignore", invalid="ignore"):
+        _, losses, iterations = _reference(a, np.array([1.0, 1.0]), 1.0, 400, 50)
+    first_bad = next(i for i, v in zip(iterations, losses, strict=True) if not np.isfinite(v))
+    assert str(error.value) == (
+        f"gradient descent diverged: the loss is {losses[iterations.index(first_bad)]} at "
+        f"iteration {first_bad}; lower lr (it must be below N / the largest eigenvalue of "
+        f"A^T A)")
+    with pytest.raises(portgd.NonFiniteLossError) as error:
         portgd.solve_linear(a, [np.nan, 1.0], iters=5)
+    assert str(error.value) == "the loss is not finite at iteration 0: A or Y contains NaN or inf"
+
+
+def test_the_divergence_message_for_a_loss_that_grew():
+    assert divergence_message([1.0, 2.5, 123456789.0], [0, 10, 20]) == (
+        "gradient descent diverged: the loss grew from 1 to 1.23457e+08; lower lr (it must "
+        "be below N / the largest eigenvalue of A^T A)")
+
+
+def test_where_it_runs():
+    """Host data goes to the active backend; device arrays keep theirs; an explicit backend
+    that does not hold the arrays is an error, not a silent transfer."""
+    strict = portgd.get_backend("array_api_strict")
+    a, y = [[5.0, 1, -1], [2, -1, 1], [1, 3, -2]], [1.0, 4, 0]
+    with portgd.use_backend("array_api_strict"):
+        assert portgd.backend_of(portgd.solve_linear(a, y, iters=3).x) == strict
+    assert portgd.backend_of(portgd.solve_linear(strict.asarray(np.array(a)), y, iters=3).x) \
+        == strict
+    with pytest.raises(portgd.BackendMismatchError):
+        portgd.solve_linear(strict.asarray(np.array(a)), y, backend="numpy", iters=3)
+    device1 = portgd.get_backend("array_api_strict", "device1")
+    with pytest.raises(portgd.DeviceNotFoundError):
+        portgd.solve_linear(device1.asarray(np.array(a)), y, device="device1", iters=3)
 
 
 @pytest.mark.parametrize("lr", [0, -0.1, float("inf"), float("nan"), True, "0.1"])
@@ -77,8 +102,10 @@ def test_step_sizes_that_are_refused(lr):
 
 
 def test_log_every_and_empty_systems():
-    with pytest.raises(portgd.InputError, match="log_every"):
-        portgd.solve_linear([[1.0]], [1.0], log_every=0)
+    for name in ("iters", "log_every"):
+        with pytest.raises(portgd.InputError) as error:
+            portgd.solve_linear([[1.0]], [1.0], **{name: 0})
+        assert str(error.value) == f"{name} must be a positive int, got 0"
     with pytest.raises(portgd.ShapeError, match="at least one row and one column"):
         portgd.solve_linear(np.zeros((2, 0)), [1.0, 2.0])
     with pytest.raises(portgd.ShapeError, match="Y must be shaped"):

@@ -92,17 +92,18 @@ def test_binary_cross_entropy_clips_probabilities_at_eps():
     assert _value(BinaryCrossEntropy(eps=eps), p, y) == pytest.approx(expected, rel=RTOL)
 
 
-@pytest.mark.parametrize("loss,text", [
-    (MSE(), "MSE(reduction='mean')"),
-    (MSE(reduction="sum"), "MSE(reduction='sum')"),
-    (BinaryCrossEntropy(from_logits=True, reduction="sum", eps=1e-3),
+@pytest.mark.parametrize("make,text", [  # made in the test, not at collection
+    (MSE, "MSE(reduction='mean')"),
+    (lambda: MSE(reduction="sum"), "MSE(reduction='sum')"),
+    (lambda: BinaryCrossEntropy(from_logits=True, reduction="sum", eps=1e-3),
      "BinaryCrossEntropy(from_logits=True, reduction='sum', eps=0.001)"),
-    (CategoricalCrossEntropy(), "CategoricalCrossEntropy(from_logits=True, reduction='mean', "
-                                "eps=1e-07)"),
-    (CategoricalCrossEntropy(from_logits=False),
+    (CategoricalCrossEntropy, "CategoricalCrossEntropy(from_logits=True, reduction='mean', "
+                              "eps=1e-07)"),
+    (lambda: CategoricalCrossEntropy(from_logits=False),
      "CategoricalCrossEntropy(from_logits=False, reduction='mean', eps=1e-07)"),
 ])
-def test_losses_describe_and_rebuild_themselves(loss, text):
+def test_losses_describe_and_rebuild_themselves(make, text):
+    loss = make()
     assert repr(loss) == text
     name = {"MSE": "mse", "BinaryCrossEntropy": "bce", "CategoricalCrossEntropy": "ce"}
     again = losses.get(name[type(loss).__name__], **loss.config())

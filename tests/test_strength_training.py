@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 import portgd
 from portgd import Sequential, optim
 from portgd.callbacks import Callback
-from portgd.layers import Dense, Layer, Sigmoid, Tanh
+from portgd.layers import Dense, Layer, Sigmoid, Softmax, Tanh
 from portgd.losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy
 
 SETTINGS = settings(max_examples=20, deadline=None,
@@ -185,20 +185,19 @@ def test_the_fit_seed_changes_the_trained_weights():
 # fit's loss matches the loss evaluate reports, for every loss and its fused form
 
 
-@pytest.mark.parametrize("loss,last,outputs", [
-    (BinaryCrossEntropy(), Sigmoid(), 3),
-    (BinaryCrossEntropy(reduction="sum"), Sigmoid(), 2),
-    (BinaryCrossEntropy(from_logits=True), None, 3),
-    (CategoricalCrossEntropy(from_logits=False), "softmax", 3),
-    (CategoricalCrossEntropy(reduction="sum"), None, 4),
-    (MSE(reduction="sum"), None, 2),
+@pytest.mark.parametrize("make_loss,last,outputs", [  # objects made in the test
+    (BinaryCrossEntropy, Sigmoid, 3),
+    (lambda: BinaryCrossEntropy(reduction="sum"), Sigmoid, 2),
+    (lambda: BinaryCrossEntropy(from_logits=True), None, 3),
+    (lambda: CategoricalCrossEntropy(from_logits=False), Softmax, 3),
+    (lambda: CategoricalCrossEntropy(reduction="sum"), None, 4),
+    (lambda: MSE(reduction="sum"), None, 2),
 ], ids=["bce-fused", "bce-fused-sum", "bce-logits", "ce-fused", "ce-sum", "mse-sum"])
-def test_epoch_loss_equals_evaluate_for_every_loss(loss, last, outputs):
-    from portgd.layers import Softmax
-
+def test_epoch_loss_equals_evaluate_for_every_loss(make_loss, last, outputs):
+    loss = make_loss()
     layers = [Dense(3, 4), Tanh(), Dense(4, outputs)]
     if last is not None:
-        layers.append(Softmax() if last == "softmax" else last)
+        layers.append(last())
     model = Sequential(layers, seed=0, dtype="float64")
     rng = np.random.default_rng(1)
     x = rng.normal(size=(9, 3))

@@ -364,8 +364,9 @@ class _DivergenceGuard(Callback):
             f"guess. Lower --lr (it is {self.lr:g}; try {self.lr / 10:g}) or add --clip-norm "
             f"1{self.advice}; --keep-going trains on regardless"
         )
-        if not self.keep_going:
-            raise TrainingDiverged(self.message)
+        if not self.keep_going:  # decided from the global logs: alike on every rank
+            exc = TrainingDiverged(self.message)
+            raise exc if self.distributed is None else self.distributed.raised_everywhere(exc)
 
 
 def _dense_widths(model: Any) -> list[int]:
@@ -394,7 +395,9 @@ def _fit_quietly(model: Any, guard: _DivergenceGuard, callbacks: list[Any],
             return model.fit(callbacks=[guard, *callbacks],
                              stop_on_nonfinite=not guard.keep_going, **options)
         except NonFiniteLossError as exc:  # the guard normally speaks first
-            raise TrainingDiverged(guard.message or str(exc)) from None
+            diverged = TrainingDiverged(guard.message or str(exc))
+            comm = options.get("distributed")  # fit raises it on every rank alike
+            raise diverged if comm is None else comm.raised_everywhere(diverged) from None
 
 
 def _save_interrupted(args: argparse.Namespace, stop: Any, last: Any, model: Any,
@@ -436,7 +439,12 @@ def _new_model(args: argparse.Namespace, train: Any, outputs: int, output: str,
 def _over_ranks(command: Any) -> Any:
     """``command(args)``; with ``--distributed``, data-parallel over the ranks of ``mpiexec``
     (``args.comm``, a Communicator; None otherwise): only rank 0 prints to stdout and writes
-    files, and a failure on one rank ends the whole job instead of a hang."""
+    files, and a failure on one rank ends the whole job instead of a hang.
+
+    An error every rank raises alike (a refusal of the arguments or data before training,
+    divergence) propagates, is printed by rank 0 only and gives the usual exit status; an
+    error raised before ``fit`` is first compared with the other ranks
+    (``Communicator.failed_before_agreeing``)."""
 
     @functools.wraps(command)
     def run(args: argparse.Namespace) -> int:
@@ -448,8 +456,16 @@ def _over_ranks(command: Any) -> Any:
         args.comm = Communicator()
         quiet = contextlib.nullcontext() if args.comm.rank == 0 else contextlib.redirect_stdout(
             open(os.devnull, "w"))  # closed when the process exits
-        with args.comm.fault_guard(), quiet:
-            return command(args)
+        try:
+            with args.comm.fault_guard(), quiet:
+                try:
+                    return command(args)
+                except Exception as exc:
+                    args.comm.failed_before_agreeing(exc)
+                    raise
+        except PortgdError as exc:  # raised on every rank alike: rank 0 reports it
+            exc.reported_elsewhere = args.comm.rank != 0  # type: ignore[attr-defined]
+            raise
 
     return run
 
@@ -948,10 +964,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.run(args)
     except TrainingDiverged as exc:
-        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
+        _report(exc)
         return DIVERGED
     except PortgdError as exc:
-        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
+        _report(exc)
         return USER_ERROR
     except MemoryError:
         print("portgd: error: out of memory; use smaller --hidden widths, a smaller "
@@ -970,6 +986,12 @@ def main(argv: Sequence[str] | None = None) -> int:
               f"in portgd; please report it (PORTGD_DEBUG=1 shows the traceback)",
               file=sys.stderr)
         return INTERNAL_ERROR
+
+
+def _report(exc: PortgdError) -> None:
+    """``portgd: error: ...`` on stderr, unless another rank of ``--distributed`` says it."""
+    if not getattr(exc, "reported_elsewhere", False):
+        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:

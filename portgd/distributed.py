@@ -94,6 +94,9 @@ class Communicator:
         #: at the end of the backward pass (see :class:`GradientAverager`).
         self.comm_s = 0.0
         self.waited_s = 0.0
+        #: Whether :meth:`agree` has run: until then no collective has, so a rank that fails
+        #: may still compare its failure with the others (:meth:`failed_before_agreeing`).
+        self.agreed = False
 
     @property
     def rank(self) -> int:
@@ -168,6 +171,47 @@ class Communicator:
         exc.on_every_rank = True  # type: ignore[attr-defined]
         return exc
 
+    @contextlib.contextmanager
+    def agree(self) -> Iterator[None]:
+        """Run a block without collectives, then compare its outcome on every rank (one
+        allgather): all succeeded -> go on; all raised the same error (type and message:
+        a refusal decided from the same arguments and data) -> each raises it, marked as
+        raised everywhere; otherwise -> the failure belongs to some ranks only and is raised
+        unmarked (the failing ranks' own errors; the others' DistributedError names them),
+        so :meth:`fault_guard` ends the job.
+
+        ``fit`` opens every data-parallel run with it (its first collective), so a rank
+        that fails before reaching ``fit`` joins the comparison with
+        :meth:`failed_before_agreeing`.
+        """
+        failure: Exception | None = None
+        try:
+            yield
+        except Exception as exc:
+            failure = exc
+        self._compare(failure)
+
+    def failed_before_agreeing(self, exc: Exception) -> None:
+        """For an error raised on this rank before the first :meth:`agree` (the command
+        line's checks before ``fit``): take part in the other ranks' first agreement with
+        it, then raise it, marked if every rank failed alike. Afterwards: raise it."""
+        if self.agreed:
+            raise exc
+        self._compare(exc)
+
+    def _compare(self, failure: Exception | None) -> None:
+        self.agreed = True
+        said = self.allgather(None if failure is None
+                              else f"{type(failure).__name__}: {failure}")
+        failed = [rank for rank, text in enumerate(said) if text is not None]
+        if not failed:
+            return
+        if len(failed) == self.size and len(set(said)) == 1:
+            raise self.raised_everywhere(failure)  # type: ignore[arg-type]
+        if failure is not None:
+            raise failure
+        raise DistributedError(f"rank(s) {failed} failed: {said[failed[0]]}")
+
     def gradient_reducer(self) -> GradientAverager:
         """A fresh :class:`GradientAverager` for one ``fit``."""
         return GradientAverager(self)
@@ -200,7 +244,8 @@ class Communicator:
         waiting in a collective forever.
 
         An exception that every rank raises alike (marked by portgd: a start-up mismatch,
-        a non-finite global loss) propagates. Any other exception, KeyboardInterrupt
+        a non-finite global loss, the same refusal on every rank found by :meth:`agree`)
+        propagates. Any other exception, KeyboardInterrupt
         included, is printed on stderr with this rank's number and the job is ended with
         MPI_Abort (exit status 1 from ``mpiexec``). A killed process is ended by
         ``mpiexec`` itself, which then stops the other ranks.

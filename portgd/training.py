@@ -9,6 +9,7 @@ epoch (and, with a progress bar on a terminal, at most twice a second).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 import sys
@@ -274,8 +275,9 @@ def fit(
             the gradients are combined with the weights ``loss.share(n_r, B)`` (the
             sample-weighted mean for mean reduction, the sum for sum), so the result
             equals one process's to rounding. Loss and metrics are global, validation is
-            sharded, and only rank 0 prints. A failure on one rank ends the
-            whole job (MPI_Abort) instead of leaving the others waiting.
+            sharded, and only rank 0 prints. A refusal every rank makes alike (the
+            same argument or data error) is raised on every rank; a failure on one rank
+            ends the whole job (MPI_Abort) instead of leaving the others waiting.
     """
     arguments = dict(locals())
     if distributed is None:
@@ -303,33 +305,17 @@ def _fit(
     initial_epoch: int,
     distributed: Any,
 ) -> History:
-    loss = _loss_for(model, loss)
-    if not isinstance(optimizer, Optimizer):
-        optimizer = make_optimizer(optimizer)
-    positive_int("epochs", epochs)
-    positive_int("batch_size", batch_size)
-    if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
-            or not 0 <= initial_epoch < epochs):
-        raise InputError(
-            f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}"
-        )
+    with contextlib.nullcontext() if distributed is None else distributed.agree():
+        # every refusal up to here is decided from the arguments and data alone
+        loss, optimizer, x, y, validation = _setup(
+            model, x, y, loss, optimizer, epochs, batch_size, validation_data,
+            validation_split, initial_epoch)
+        bound = _bind_metrics(metrics, loss, model.xp)
+        history = History()
+        hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history,
+                             distributed=distributed)
     backend, xp = model.backend, model.xp
-    x, y = prepare(model, x, y, loss)
-    if validation_data is not None:
-        if validation_split:
-            raise InputError("pass validation_data or validation_split, not both")
-        validation = prepare(model, *validation_data, loss)
-    elif validation_split:
-        (x, y), validation = _split(x, y, validation_split)
-    else:
-        validation = None
     n = x.shape[0]
-    if n < batch_size:
-        raise DatasetError(
-            f"the training data has {n} samples, fewer than batch_size={batch_size}; "
-            f"use batch_size <= {n} or more data"
-        )
-    bound = _bind_metrics(metrics, loss, xp)
     rng = model.rng if seed is None else backend.rng(seed)
     reducer = None
     if distributed is not None:
@@ -343,9 +329,6 @@ def _fit(
         if validation is not None:
             validation = _shard_rows(*validation, distributed)
     model.loss, model.optimizer, model.stop_training = loss, optimizer, False
-    history = History()
-    hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history,
-                         distributed=distributed)
     hooks.on_train_begin()
     n_batches = math.ceil(n / batch_size)
     for epoch in range(initial_epoch, epochs):
@@ -402,6 +385,38 @@ def _fit(
             break
     hooks.on_train_end()
     return history
+
+
+def _setup(model: Sequential, x: Any, y: Any, loss: str | Loss, optimizer: Any, epochs: int,
+           batch_size: int, validation_data: tuple[Any, Any] | None, validation_split: float,
+           initial_epoch: int) -> tuple[Loss, Optimizer, Any, Any, tuple[Any, Any] | None]:
+    """``fit``'s checks of its arguments and data: the loss and optimizer objects, and
+    ``(x, y)`` and the validation pair on the model's device."""
+    loss = _loss_for(model, loss)
+    if not isinstance(optimizer, Optimizer):
+        optimizer = make_optimizer(optimizer)
+    positive_int("epochs", epochs)
+    positive_int("batch_size", batch_size)
+    if (isinstance(initial_epoch, bool) or not isinstance(initial_epoch, int)
+            or not 0 <= initial_epoch < epochs):
+        raise InputError(
+            f"initial_epoch must be an int in [0, epochs={epochs}), got {initial_epoch!r}"
+        )
+    x, y = prepare(model, x, y, loss)
+    if validation_data is not None:
+        if validation_split:
+            raise InputError("pass validation_data or validation_split, not both")
+        validation = prepare(model, *validation_data, loss)
+    elif validation_split:
+        (x, y), validation = _split(x, y, validation_split)
+    else:
+        validation = None
+    if x.shape[0] < batch_size:
+        raise DatasetError(
+            f"the training data has {x.shape[0]} samples, fewer than batch_size={batch_size}; "
+            f"use batch_size <= {x.shape[0]} or more data"
+        )
+    return loss, optimizer, x, y, validation
 
 
 def _evaluate(

@@ -94,8 +94,19 @@ def fault(out: Path, comm: Communicator, how: str) -> None:
     cases.train("sgd", distributed=comm, epochs=50, callbacks=[_Fail(1, how)])
 
 
+def cli_one_rank(out: Path) -> None:
+    """`portgd train --distributed` where only rank 1's --save is refused before fit."""
+    from portgd.cli import main as cli
+
+    rank = Communicator().rank
+    save = "/proc/portgd-refused.npz" if rank == 1 else str(out / "fine.npz")
+    sys.exit(cli(["train", "--distributed", "--epochs", "1", "--quiet", "--save", save]))
+
+
 def main() -> None:
     scenario, out = sys.argv[1], Path(sys.argv[2])
+    if scenario == "cli_one_rank":
+        return cli_one_rank(out)
     comm = Communicator(overlap=os.environ.get("PORTGD_TEST_OVERLAP", "1") == "1")
     if scenario == "equivalence":
         equivalence(out, comm)

@@ -152,6 +152,40 @@ def test_a_failing_rank_ends_the_whole_job_within_seconds(how, tmp_path):
     print(f"{how}: the job ended in {seconds:.1f} s with exit status {done.returncode}")
 
 
+def _portgd_train(ranks: int, *options: str, cwd: Path) -> subprocess.CompletedProcess:
+    command = [_mpiexec(), "-n", str(ranks), sys.executable, "-m", "portgd", "train",
+               "--distributed", "--quiet", *options]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=cwd,
+                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+@pytest.mark.parametrize("options,status,message", [
+    (["--lr", "1e3", "--epochs", "3", "--optimizer", "sgd"], 3,
+     "portgd: error: training diverged in epoch 1: "),
+    (["--save", "/proc/portgd-refused.npz"], 2,
+     "portgd: error: --save /proc/portgd-refused.npz: cannot create files in /proc"),
+    (["--batch-size", "100000"], 2,
+     "portgd: error: --batch-size 100000 is larger than the 288 training samples"),
+], ids=["diverges", "save-refused", "batch-too-large"])
+def test_an_error_every_rank_raises_alike_is_one_line_and_the_usual_exit_status(
+        options, status, message, tmp_path):
+    """As without --distributed: divergence exits 3 and a refused argument 2, with one
+    line from rank 0, not an MPI_Abort per rank."""
+    done = _portgd_train(2, *options, cwd=tmp_path)
+    assert done.returncode == status, done.stderr[-3000:]
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith(message), done.stderr[-3000:]
+    assert "Abort" not in done.stderr
+
+
+def test_a_refusal_on_one_rank_only_ends_the_job_naming_that_rank(tmp_path):
+    done = launch(2, "cli_one_rank", tmp_path)
+    assert done.returncode not in (0, 2, 3), done.stderr[-3000:]
+    assert ("portgd: rank 1 of 2 failed: InputError: --save /proc/portgd-refused.npz: "
+            "cannot create files in /proc") in done.stderr
+    assert not (tmp_path / "fine.npz").exists()
+
+
 def test_without_mpi4py_the_error_says_how_to_install(monkeypatch):
     import builtins
 

@@ -71,6 +71,28 @@ def test_resume_rereads_the_recorded_file(tmp_path, blobs, capsys):
     assert resumed["epochs"] == 3 and resumed["dataset"] == str(blobs)
 
 
+@pytest.mark.parametrize("suffix", [".npz", ".npy"])
+def test_a_model_trained_on_an_array_file_evaluates_and_resumes_with_no_options(
+        tmp_path, capsys, suffix):
+    """The target train --save records for an .npz ('y') or .npy (its column) is read back."""
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(200, 3))
+    y = (X[:, 0] > 0).astype(np.int64)
+    data = tmp_path / f"t{suffix}"
+    if suffix == ".npz":
+        np.savez(data, X=X, y=y)
+    else:
+        np.save(data, np.column_stack([X, y]))
+    ckpt = tmp_path / "m.npz"
+    summary = run_json(capsys, ["train", "--data", str(data), "--json", "--epochs", "3",
+                                "--save", str(ckpt)])
+    result = run_json(capsys, ["evaluate", str(ckpt), "--json"])
+    assert result["samples"] == 40
+    assert result["accuracy"] == pytest.approx(summary["test_accuracy"], abs=1e-6)
+    resumed = run_json(capsys, ["train", "--resume", str(ckpt), "--json", "--epochs", "1"])
+    assert resumed["epochs"] == 4 and resumed["dataset"] == str(data)
+
+
 def test_regression_from_an_npz_pair_and_predictions_as_values(tmp_path, capsys):
     rng = np.random.default_rng(1)
     X = rng.normal(size=(200, 4))

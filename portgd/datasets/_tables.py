@@ -334,7 +334,7 @@ def read_table(
         raise DatasetError(f"{path} is a folder, not a data file")
     if suffix == ".csv":
         return _read_csv(path, target, need_target, features if not need_target else None)
-    if target is not None and suffix == ".npz":
+    if target not in (None, "y") and suffix == ".npz":  # 'y': the name info["target"] records
         raise DatasetError(f"{path}: an .npz data file holds its targets in 'y'; leave out "
                            "the target column")
     if suffix == ".npy":
@@ -410,7 +410,7 @@ def from_file(
     Args:
         path: the file.
         target: the target column, by name (CSV) or index; default: the last column
-            (``y`` of an ``.npz``).
+            (``y`` of an ``.npz``, whose target can only be ``"y"``).
         task: ``"auto"``, ``"classification"`` or ``"regression"``.
         classes: the class values of labels ``0..k-1`` (a model's training classes), so
             that a file holding only some of them is labelled the same way; implies

@@ -7,20 +7,10 @@ import pytest
 
 import portgd
 from portgd import optim
+from portgd import testing as conformance
+from portgd.testing import OPTIMIZER_CASES, fast_path_runs
 
-CONFIGS = [
-    ("sgd", {}),
-    ("sgd", {"momentum": 0.9}),
-    ("sgd", {"momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01}),
-    ("sgd", {"momentum": 0.9, "nesterov": True}),
-    ("adagrad", {"lr_decay": 0.01, "weight_decay": 0.01, "initial_accumulator_value": 0.1}),
-    ("rmsprop", {}),
-    ("rmsprop", {"centered": True, "momentum": 0.5, "weight_decay": 0.01}),
-    ("adam", {}),
-    ("adam", {"amsgrad": True, "weight_decay": 0.01}),
-    ("adamw", {}),
-    ("adamw", {"amsgrad": True}),
-]
+CONFIGS = [(name, kwargs) for name, cases in OPTIMIZER_CASES.items() for kwargs in cases]
 
 
 class _Model:
@@ -54,32 +44,29 @@ def test_in_place_optimizer_matches_generic_bit_for_bit(name, kwargs, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("name,kwargs", CONFIGS)
-def test_in_place_rule_given_the_gradient_as_scratch_matches_generic(name, kwargs, dtype):
+@pytest.mark.parametrize("key", sorted(portgd.get_backend("numpy").fast))
+def test_every_numpy_fast_path_gives_the_generic_paths_numbers_bit_for_bit(key, dtype):
+    runs = fast_path_runs(portgd.get_backend("numpy"), key, dtype)
+    assert runs
+    for run in runs:
+        assert run.mismatches(0.0) == [], run.case
+        for name, value in run.generic.items():  # -0.0 and 0.0 too
+            np.testing.assert_array_equal(np.signbit(run.fast[name]), np.signbit(value))
+
+
+@pytest.mark.parametrize("name", sorted(OPTIMIZER_CASES))
+def test_in_place_rules_given_the_gradient_as_scratch_use_it_only_where_expected(name):
     """fit's layer-by-layer step lets the in-place rules overwrite the released gradient."""
-    backend = portgd.get_backend("numpy")
-    opt = optim.make_optimizer(name, lr=0.05, **kwargs)
-    fast, hp = opt._rule(backend, in_place=True, may_overwrite_grad=True)
-    generic = type(opt).update_rule
-    rng = np.random.default_rng(0)
-    fast_param = rng.normal(size=(7, 5)).astype(dtype)
-    param = fast_param.copy()
-    fast_state = opt.init_state(param, np, "cpu")
-    state = opt.init_state(param, np, "cpu")
-    overwritten = []
-    for step in range(1, 7):
-        grad = rng.normal(size=(7, 5)).astype(dtype)
-        given = grad.copy()
-        fast_param, fast_state = fast(fast_param, given, fast_state, hp, step, xp=np)
-        param, state = generic(param, grad, state, hp, step, xp=np)
-        np.testing.assert_array_equal(fast_param, param)
-        for key, value in state.items():
-            np.testing.assert_array_equal(fast_state[key], value)
-        overwritten.append(not np.array_equal(given, grad))
-    # plain and momentum SGD keep their intermediates in the gradient (with weight decay, in
-    # the decayed copy g + wd * p); Nesterov and the other rules need g and a second buffer
-    uses_gradient = name == "sgd" and not kwargs.get("nesterov") and not kwargs.get("weight_decay")
-    assert all(overwritten) == uses_gradient and any(overwritten) == uses_gradient
+    runs = fast_path_runs(portgd.get_backend("numpy"), f"{name}:inplace", "float64")
+    given = [run for run in runs if run.gradient_overwritten]
+    if name != "sgd":  # the other rules need g and a second buffer at once
+        assert given == []
+        return
+    for run, kwargs in zip(given, OPTIMIZER_CASES[name], strict=True):
+        # plain and momentum SGD keep their intermediates in the gradient (with weight decay,
+        # in the decayed copy g + wd * p); Nesterov needs g and a second buffer at once
+        uses_gradient = not kwargs.get("nesterov") and not kwargs.get("weight_decay")
+        assert run.gradient_overwritten == (uses_gradient,) * len(run.gradient_overwritten)
 
 
 def test_step_stays_pure_on_numpy():
@@ -104,15 +91,57 @@ def test_model_does_not_alias_loaded_arrays():
         np.testing.assert_array_equal(state[key], value)
 
 
-def test_relu_backward_fast_path_matches_generic_including_non_finite():
-    from portgd.layers import relu_backward
+def test_relu_backward_fast_path_keeps_non_finite_values_and_the_dtype():
+    (run,) = fast_path_runs(portgd.get_backend("numpy"), "relu_backward", "float32")
+    assert run.fast["result"].dtype == np.float32
+    assert np.isnan(run.fast["result"]).sum() == 3  # inf * 0, -inf * 0 and the NaN itself
+    assert run.mismatches(0.0) == []
 
+
+def _wrong_adam(param, grad, state, hp, step, *, xp):
+    """Adam that forgot the bias corrections (as if at step 10**9, where both are 1)."""
+    return optim.adam_update(param, grad, state, hp, 10**9, xp=xp)
+
+
+@pytest.fixture
+def numpy_with(monkeypatch):
+    """The numpy backend with one fast path replaced (restored after the test)."""
     backend = portgd.get_backend("numpy")
-    x = np.array([[-1.0, 0.0, 2.0, -3.0], [1.0, -0.5, 0.0, 4.0]], np.float32)
-    dout = np.array([[np.inf, -3.0, np.nan, -2.0], [5.0, -np.inf, 1.0, -1.0]], np.float32)
-    with np.errstate(invalid="ignore"):
-        fast = backend.fast["relu_backward"](x, dout)
-        generic = relu_backward(x, dout, np)
-    np.testing.assert_array_equal(fast, generic)
-    np.testing.assert_array_equal(np.signbit(fast), np.signbit(generic))
-    assert fast.dtype == generic.dtype == np.float32
+
+    def replace(key, function):
+        monkeypatch.setitem(backend.fast, key, function)
+        return backend
+
+    return replace
+
+
+def test_the_conformance_suite_fails_a_wrong_fast_path(numpy_with):
+    backend = numpy_with("adam:inplace", _wrong_adam)
+    with pytest.raises(AssertionError) as err:
+        conformance.test_fast_paths_match_the_generic_path(backend)
+    message = str(err.value)
+    assert "adam:inplace (defaults, float64): step 1 param: relative difference" in message
+    assert "adam:inplace (defaults, float32)" in message
+    assert "sgd:inplace" not in message
+
+
+def test_the_conformance_suite_fails_a_fast_path_off_by_a_little_more_than_rounding(numpy_with):
+    def sgd_nudged(param, grad, state, hp, step, *, xp):
+        return optim.sgd_update(param, grad, state, {**hp, "lr": hp["lr"] * (1 + 1e-3)},
+                                step, xp=xp)
+
+    with pytest.raises(AssertionError, match=r"sgd \(defaults, float32\): step 1 param"):
+        conformance.test_fast_paths_match_the_generic_path(numpy_with("sgd", sgd_nudged))
+
+
+def test_the_conformance_suite_fails_a_fast_path_that_changes_the_dtype(numpy_with):
+    backend = numpy_with("relu_backward", lambda x, dout: (dout * (x > 0)).astype("float64"))
+    with pytest.raises(AssertionError, match="float64\\[2, 4\\] where the generic path gives "
+                                             "float32\\[2, 4\\]"):
+        conformance.test_fast_paths_match_the_generic_path(backend)
+
+
+def test_the_conformance_suite_refuses_a_fast_path_portgd_never_calls(numpy_with):
+    backend = numpy_with("adam_inplace", optim.adam_update)  # misspelt: never looked up
+    with pytest.raises(LookupError, match="'adam_inplace', a name portgd never looks up"):
+        conformance.test_fast_paths_match_the_generic_path(backend)

@@ -20,6 +20,7 @@ from tolerances import TOLERANCE
 import portgd
 from portgd import _registry, datasets, optim
 from portgd.model import mlp
+from portgd.testing import fast_path_runs
 
 dask = pytest.importorskip("dask")
 pytest.importorskip("dask.array")
@@ -141,3 +142,10 @@ def test_the_seed_example_with_a_fast_path_is_numpys_bit_for_bit(lazy, monkeypat
     np.testing.assert_array_equal(lazy.to_numpy(result.x), reference.x)
     assert len(lazy.calls) == 10_000 // lazy.materialize_every
     assert graph_size(result.x) == 1
+
+
+def test_the_dask_linear_steps_fast_path_passes_the_conformance_comparison(lazy, monkeypatch):
+    monkeypatch.setitem(lazy.fast, "linear_steps", _fast_path())
+    runs = fast_path_runs(lazy, "linear_steps", "float64")
+    assert len(runs) == 2
+    assert [run.mismatches(0.0) for run in runs] == [[], []]

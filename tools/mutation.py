@@ -70,7 +70,7 @@ NOT_SELECTED = (
     "tests/test_cli*.py",
     "tests/test_compare_script.py",
     "tests/test_third_party_backend.py",
-    "tests/test_docs.py",
+    "tests/test_doc*.py",
     "tests/test_one_rule.py",
     "tests/test_architecture.py",
     "tests/test_registry.py",

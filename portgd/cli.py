@@ -714,7 +714,7 @@ def _matrix_file(path: str, what: str) -> Any:
 
 
 def _cmd_solve(args: argparse.Namespace) -> int:
-    from .linear import divergence_message, solve_linear
+    from .linear import divergence_message, lr_limit, solve_linear
 
     if (args.A is None) != (args.Y is None):
         raise InputError("give both --A and --Y, or neither for the worked 3x3 example")
@@ -725,7 +725,9 @@ def _cmd_solve(args: argparse.Namespace) -> int:
                           backend=backend, dtype=args.dtype)
     x = backend.to_numpy(result.x)
     if result.diverged:
-        raise InputError(divergence_message(result.losses, result.iterations))
+        with backend.activate():
+            limit = lr_limit(backend, backend.asarray(A, dtype=args.dtype))
+        raise InputError(divergence_message(result.losses, result.iterations, limit))
     if args.json:
         print(json.dumps({"x": x.tolist(), "iterations": result.iterations,
                           "losses": result.losses}))

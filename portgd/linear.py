@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any, NamedTuple
 
 from ._checks import positive_int
@@ -23,15 +24,41 @@ class LinearSolution(NamedTuple):
         return not self.losses[-1] <= self.losses[0]
 
 
-def divergence_message(losses: list[float], iterations: list[int]) -> str:
-    """What went wrong when the loss grew or stopped being finite, and what to do."""
+def divergence_message(losses: list[float], iterations: list[int],
+                       limit: float | None = None) -> str:
+    """What went wrong when the loss grew or stopped being finite, and what to do.
+
+    ``limit`` is the step size gradient descent needs to stay below, ``N / lambda_max(A^T A)``
+    (see :func:`lr_limit`); without it the hint gives the formula only.
+    """
     bad = [i for i, loss in zip(iterations, losses, strict=True) if not math.isfinite(loss)]
     if bad and bad[0] == 0:
         return "the loss is not finite at iteration 0: A or Y contains NaN or inf"
     where = (f"the loss is {losses[iterations.index(bad[0])]} at iteration {bad[0]}" if bad
              else f"the loss grew from {losses[0]:.6g} to {losses[-1]:.6g}")
+    if limit is not None and math.isfinite(limit):
+        return (f"gradient descent diverged: {where}; lower lr below about {limit:.3g} "
+                f"(N / the largest eigenvalue of A^T A)")
     return (f"gradient descent diverged: {where}; lower lr (it must be below "
             f"N / the largest eigenvalue of A^T A)")
+
+
+def lr_limit(target: Any, A: Any, rounds: int = 200) -> float:
+    """``N / lambda_max(A^T A)``: the step sizes below it converge (A shaped (N, M)).
+
+    ``lambda_max`` is estimated by ``rounds`` power iterations ``v <- A^T A v / ||A^T A v||``
+    from ``v = 1``; the estimate approaches ``lambda_max`` from below. Only for messages:
+    it reads one number back to the host.
+    """
+    xp = target.xp
+    v = xp.ones((A.shape[1],), dtype=A.dtype, device=target.device)
+    norm = None
+    for _ in range(rounds):
+        w = A.T @ (A @ v)
+        norm = xp.sqrt(xp.sum(w * w))
+        v = w / norm
+    largest = float(target.to_numpy(norm))
+    return A.shape[0] / largest if largest > 0 else math.inf
 
 
 def solve_linear(
@@ -64,7 +91,10 @@ def solve_linear(
         target = backend_of(A)
     else:
         target = get_backend(backend, device)
-    with target.activate():
+    # the overflow of a diverging run is reported once, as NonFiniteLossError, in portgd's
+    # words; the array library's RuntimeWarnings on the way there would only look like a crash
+    with target.activate(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
         return _descend(target, A, Y, float(lr), iters, log_every, dtype)
 
 
@@ -108,7 +138,7 @@ def _descend(target: Any, A: Any, Y: Any, lr: float, iters: int, log_every: int,
             x, recorded = target.materialize((x, recorded))
     losses = target.to_numpy(xp.stack(recorded)).tolist()
     if not all(math.isfinite(loss) for loss in losses):
-        raise NonFiniteLossError(divergence_message(losses, iterations))
+        raise NonFiniteLossError(divergence_message(losses, iterations, lr_limit(target, A)))
     return LinearSolution(x, losses, iterations)
 
 

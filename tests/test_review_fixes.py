@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 
@@ -245,3 +247,27 @@ def test_plot_format_follows_the_suffix(tmp_path):
     assert history.plot(tmp_path / "curve.svg").read_text().lstrip().startswith("<?xml")
     with pytest.raises(portgd.InputError, match="cannot write the plot"):
         history.plot(tmp_path / "curve.nope")
+
+
+@pytest.mark.parametrize("options,message", [
+    (["--lr", "0.5"], "the loss is nan at iteration 1000"),
+    (["--lr", "0.095", "--iters", "300", "--log-every", "100"], "the loss grew from 5.66667 to"),
+])
+def test_a_diverging_solve_warns_nothing_and_names_the_lr_limit(capsys, options, message):
+    """No array-library RuntimeWarning reaches the user; the hint gives N / lambda_max(A^T A)
+    (3 / 33.634 = 0.0892 for the worked example: the largest eigenvalue of its A^T A is 33.634)."""
+    from portgd.cli import main
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # any warning fails the test
+        assert main(["solve", *options]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0], err
+    assert err[0].endswith("; lower lr below about 0.0892 (N / the largest eigenvalue of A^T A)")
+
+
+def test_solve_linear_api_warns_nothing_when_it_diverges():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(portgd.NonFiniteLossError, match=r"lower lr below about 0\.0892 "):
+            portgd.solve_linear([[5, 1, -1], [2, -1, 1], [1, 3, -2]], [1, 4, 0], lr=0.5)

@@ -146,9 +146,14 @@ def write_config(workdir: Path) -> None:
     selection = ["tests/", "-m", "not slow and not gpu",
                  *(f"--ignore-glob={path}" for path in NOT_SELECTED),
                  *(f"--deselect={test}" for test in DESELECTED)]
+    # everything else of the checkout goes beside the mutated package too: tests may read
+    # README.md, docs/ or benchmarks/ relative to the repository root
+    beside = sorted(p.name + ("/" if p.is_dir() else "") for p in workdir.iterdir()
+                    if p.name not in ("portgd", "tests", "mutants", "setup.cfg"))
     lines = [
         "[mutmut]",
         "source_paths = portgd/",
+        "also_copy =", *(f"    {name}" for name in beside),
         "only_mutate =", *(f"    {p}" for p in patterns),
         "pytest_add_cli_args_test_selection =", *(f"    {a}" for a in selection),
         # error paths are not the math: their conditions are mutated, their messages not

@@ -35,6 +35,12 @@ def is_host_data(x: Any) -> bool:
     return isinstance(x, (np.ndarray, np.generic, int, float, bool, list, tuple))
 
 
+def is_host_array(x: Any) -> bool:
+    """Whether ``x`` is a host array: host data with a shape (a NumPy array or scalar,
+    subclasses included; not a Python number or list)."""
+    return is_host_data(x) and hasattr(x, "shape")
+
+
 def array_namespace_of(x: Any) -> Any:
     """The array-API namespace of ``x`` as array-api-compat detects it; None for non-arrays.
 

@@ -211,9 +211,9 @@ def backend_of(x: Any) -> Backend:
     library wins, then the active backend, then the first by name. The device comes from
     the owner's :meth:`Backend.device_of`.
     """
-    from portgd.backends._base import is_host_data
+    from portgd.backends._base import is_host_array, is_host_data
 
-    if is_host_data(x) and not hasattr(x, "shape"):
+    if is_host_data(x) and not is_host_array(x):
         return load_backend(DEFAULT_BACKEND)
     names = _owners(x)
     if len(names) == 1:

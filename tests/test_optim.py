@@ -705,6 +705,8 @@ def test_config_rebuilds_and_serialises():
         (lambda d: d.update(step_count=-1), "step_count must be an int >= 0"),
         (lambda d: d["param_steps"].pop("b"), "must name the same parameters"),
         (lambda d: d["state"]["w"].update(exp_avg=[1.0]), "host NumPy arrays"),
+        # a NumPy object with a shape that is no array (was taken for one by module name)
+        (lambda d: d["state"]["w"].update(exp_avg=np.dtype("float64")), "host NumPy arrays"),
     ],
 )
 def test_load_state_dict_validates(mutate, match):
@@ -714,6 +716,21 @@ def test_load_state_dict_validates(mutate, match):
     mutate(sd)
     with pytest.raises(portgd.CheckpointError, match=match):
         Adam().load_state_dict(sd)
+
+
+class _TaggedArray(np.ndarray):
+    """A NumPy array subclass defined outside NumPy: still a host array."""
+
+
+def test_load_state_dict_takes_a_numpy_subclass_as_host_data():
+    opt = Adam()
+    opt.step(P0, GRADS[0])
+    sd = opt.state_dict()
+    sd["state"]["w"] = {k: v.view(_TaggedArray) for k, v in sd["state"]["w"].items()}
+    again = Adam()
+    again.load_state_dict(sd)
+    np.testing.assert_array_equal(again.state_dict()["state"]["w"]["exp_avg"],
+                                  opt.state_dict()["state"]["w"]["exp_avg"])
 
 
 def test_loaded_state_of_another_model_is_caught_at_step():

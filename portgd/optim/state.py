@@ -92,6 +92,8 @@ def parse(cls: type[Optimizer], state_dict: Any) -> Restored:
             f"{owner}: 'state' has entries for {sorted(saved_state)} but 'param_steps' "
             f"for {sorted(saved_steps)}; they must name the same parameters"
         )
+    from portgd.backends._base import is_host_array  # imports NumPy: only when loading
+
     keys = set(fresh.state_keys())
     host: dict[str, dict[str, Any]] = {}
     for name, entry in saved_state.items():
@@ -102,7 +104,7 @@ def parse(cls: type[Optimizer], state_dict: Any) -> Restored:
                 f"{sorted(keys)} for this configuration"
             )
         for key, value in entry.items():
-            if type(value).__module__.split(".")[0] != "numpy" or not hasattr(value, "shape"):
+            if not is_host_array(value):
                 raise CheckpointError(
                     f"{owner}: state {name!r}/{key!r} is a {type(value).__name__}; a "
                     f"state dict holds host NumPy arrays (opt.state_dict() makes them)"

@@ -450,6 +450,7 @@ def _over_ranks(command: Any) -> Any:
     def run(args: argparse.Namespace) -> int:
         args.comm = None
         if not args.distributed:
+            _warn_if_launched_as_many()
             return command(args)
         from .distributed import Communicator
 
@@ -468,6 +469,19 @@ def _over_ranks(command: Any) -> Any:
             raise
 
     return run
+
+
+def _warn_if_launched_as_many() -> None:
+    """One line (from rank 0) when an MPI launcher started several copies of this command
+    without --distributed: each trains its own model and writes the same files."""
+    from ._launcher import launched_as
+
+    rank, size = launched_as()
+    if size > 1 and rank == 0:
+        print(f"portgd: warning: started by an MPI launcher as {size} processes without "
+              f"--distributed: each process trains its own copy and writes the same files; "
+              f"add --distributed to train one model with all of them", file=sys.stderr,
+              flush=True)
 
 
 @_over_ranks
@@ -528,7 +542,8 @@ def _cmd_train(args: argparse.Namespace) -> int:
     xp = backend.xp
     if not args.json:
         print(f"portgd {__version__}: {train.name} ({train.n_samples} train, "
-              f"{test.n_samples} test, {train.n_features} features) on {backend.name} "
+              f"{test.n_samples} test, {train.n_features} features) on "
+              f"{'' if args.comm is None else f'{args.comm.size} ranks of '}{backend.name} "
               f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
               f"optimizer {type(optimizer).__name__} lr={base_lr:g}"
               f"{_runs.describe_schedule(args) if resumed is None else ''}")

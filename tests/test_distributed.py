@@ -228,6 +228,27 @@ def test_portgd_train_distributed_equals_portgd_train(tmp_path, capsys):
                  "portgd train --distributed")
 
 
+
+def test_mpiexec_without_distributed_warns_once_and_the_header_counts_ranks():
+    """Forgetting --distributed under mpiexec: one warning line (rank 0's), each rank trains
+    its own copy; with --distributed the header says how many ranks train one model."""
+    options = [sys.executable, "-m", "portgd", "train", "--epochs", "1", "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    alone = subprocess.run([_mpiexec(), "-n", "2", *options], capture_output=True, text=True,
+                           timeout=120, env=env)
+    _check(alone)
+    warnings = [line for line in alone.stderr.splitlines() if "warning" in line]
+    assert warnings == ["portgd: warning: started by an MPI launcher as 2 processes without "
+                        "--distributed: each process trains its own copy and writes the same "
+                        "files; add --distributed to train one model with all of them"]
+    assert alone.stdout.count(" on numpy cpu; ") == 2  # two independent runs
+    together = subprocess.run([_mpiexec(), "-n", "2", *options, "--distributed"],
+                              capture_output=True, text=True, timeout=120, env=env)
+    _check(together)
+    assert "warning" not in together.stderr
+    header = together.stdout.splitlines()[0]
+    assert " (288 train, 72 test, 64 features) on 2 ranks of numpy cpu; " in header
+
 SCALING_DOC = HERE.parent / "docs" / "scaling.md"
 SCALING_SCRIPT = HERE.parent / "benchmarks" / "scaling.py"
 

@@ -130,6 +130,33 @@ def _build_model(arch: dict[str, Any], seed: int, dtype: Any, backend: Any) -> S
     return model
 
 
+def _first_max(xp: Any, p: Any, index_dtype: Any, device: Any) -> Any:
+    """``argmax(p, axis=1)`` (the first index on ties) as an ``index_dtype`` array.
+
+    ``min_j {j : p[i, j] == max_j p[i, j]}``, from the namespace's ``max``, ``where`` and
+    ``min``: the standard's ``argmax`` returns the default index dtype, int64, which a device
+    without int64 (array_api_strict's ``no_x64``) cannot create. A row with NaN gives its
+    last index. Shapes: ``p`` ``(n, k)`` -> ``(n,)``.
+    """
+    k = p.shape[1]
+    positions = xp.arange(k, dtype=index_dtype, device=device)
+    last = xp.full(p.shape, k - 1, dtype=index_dtype, device=device)
+    return xp.min(xp.where(p == xp.max(p, axis=1, keepdims=True), positions, last), axis=1)
+
+
+def _label_dtype(backend: Any, host: np.dtype[Any], low: Any, high: Any) -> Any:
+    """The dtype labels of host dtype ``host`` (values ``low..high``) are returned in.
+
+    The same dtype where the backend's device has it; integer labels otherwise in the
+    backend's index dtype (int32 on a device without int64), after checking that ``low..high``
+    fits it. Anything else raises the backend's DTypeNotSupportedError, naming what it has.
+    """
+    if not backend.supports(host.name) and host.kind in "iu":
+        backend.check_index_range(int(low), int(high), "class labels")
+        return backend.index_dtype
+    return backend.dtype(host.name)
+
+
 def _dense_layers(model: Sequential) -> list[_PenalizedDense]:
     return [layer for layer in model.layers if isinstance(layer, _PenalizedDense)]
 
@@ -447,8 +474,10 @@ class _BaseMLP(BaseEstimator):
         if val.size == 0 or train.size == 0:
             raise InputError(f"validation_fraction={self.validation_fraction} of {n} samples "
                              f"leaves none for training or validation")
-        xp = model.xp
-        take = lambda idx: xp.take(x, model.backend.asarray(idx), axis=0)  # noqa: E731
+        xp, backend = model.xp, model.backend
+        backend.check_index_range(0, n - 1, "sample indices")
+        take = lambda idx: xp.take(  # noqa: E731
+            x, backend.asarray(idx, dtype=backend.index_dtype), axis=0)
         return take(train), targets[train], (take(val), targets[val])
 
     def fit(self, X: Any, y: Any) -> Any:
@@ -650,7 +679,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return xp.astype(p > 0.5, index_dtype)
         if self._output == "sigmoid":
             return xp.astype(p[:, 0] > 0.5, index_dtype)
-        return xp.argmax(p, axis=1)
+        return _first_max(xp, p, index_dtype, self.model_.backend.device)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch over ``(X, y)``, keeping the weights and the optimizer state.
@@ -672,11 +701,13 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             raise InputError(f"the classes {self.classes_.tolist()} are not numbers, so they "
                              f"cannot be returned as a {self.model_.backend.name} array; turn "
                              f"array_api_dispatch off to get them as a NumPy array")
-        xp = self.model_.xp
+        xp, backend = self.model_.xp, self.model_.backend
         if self._multilabel:
-            return xp.astype(index, self.model_.backend.dtype(self._label_dtype.name))
-        with self.model_.backend.activate():
-            classes = self.model_.backend.asarray(self.classes_)
+            return xp.astype(index, _label_dtype(backend, self._label_dtype, 0, 1))
+        low, high = self.classes_.min().item(), self.classes_.max().item()
+        with backend.activate():
+            classes = backend.asarray(
+                self.classes_, dtype=_label_dtype(backend, self.classes_.dtype, low, high))
         return xp.take(classes, index, axis=0)
 
     def _probabilities(self, p: Any) -> Any:

@@ -278,6 +278,70 @@ def test_stopping_rule_of_scikit_learn():
     assert est.n_iter_ == 5 and est.best_loss_ == min(est.loss_curve_)
 
 
+#: every index width: NumPy and torch (int64), array_api_strict's no_x64 device and JAX with
+#: its default settings (int32 only). Issue 10: every index array is Backend.index_dtype.
+INDEX_WIDTHS = [("numpy", None), ("torch", None), ("array_api_strict", "no_x64"), ("jax", None)]
+
+
+@pytest.fixture(params=INDEX_WIDTHS, ids=[b if d is None else f"{b}-{d}" for b, d in INDEX_WIDTHS])
+def any_index_width(request):
+    pytest.importorskip(request.param[0])
+    return request.param
+
+
+def _held_out(est, X, y, stratify):
+    """The validation rows early stopping held out (the estimator's own split)."""
+    _, val = train_test_split(np.arange(len(X)), test_size=est.validation_fraction,
+                              random_state=est._seed, stratify=y if stratify else None)
+    return val
+
+
+@pytest.mark.parametrize("classes", [2, 3])
+def test_early_stopping_fit_and_predict_on_every_index_width(any_index_width, classes):
+    backend, device = any_index_width
+    X, y = blobs(n=150, classes=classes)
+    y = y + 10  # labels are not their own indices
+    est = MLPClassifier((8,), backend=backend, device=device, random_state=0, max_iter=60,
+                        early_stopping=True, validation_fraction=0.2, n_iter_no_change=10,
+                        learning_rate_init=0.02).fit(X, y)
+    assert est.model_.backend.name == backend
+    labels = est.predict(X)
+    proba = est.predict_proba(X)
+    np.testing.assert_array_equal(labels, est.classes_[np.argmax(proba, axis=1)])
+    assert labels.dtype == y.dtype
+    # the fitted weights are the best validation epoch's: they score best_validation_score_
+    val = _held_out(est, X, y, stratify=True)
+    assert est.best_validation_score_ == max(est.validation_scores_) > 0.7
+    assert est.score(X[val], y[val]) == pytest.approx(est.best_validation_score_, abs=1e-12)
+
+
+def test_early_stopping_regressor_on_every_index_width(any_index_width):
+    backend, device = any_index_width
+    X, y = make_regression(n_samples=120, n_features=4, noise=0.1, random_state=0)
+    est = MLPRegressor((8,), backend=backend, device=device, random_state=0, max_iter=60,
+                       early_stopping=True, validation_fraction=0.2, n_iter_no_change=3,
+                       learning_rate_init=0.05).fit(X, y / y.std())
+    val = _held_out(est, X, y, stratify=False)
+    assert est.score(X[val], y[val] / y.std()) == pytest.approx(est.best_validation_score_,
+                                                                rel=1e-5)
+
+
+def test_dispatch_on_every_index_width(any_index_width):
+    backend, device = any_index_width
+    X, y = blobs(n=90)
+    host = MLPClassifier((8,), backend=backend, device=device, random_state=0, max_iter=5,
+                         dtype="float32").fit(X, y)
+    b = host.model_.backend
+    Xd = b.asarray(X, dtype=b.dtype("float32"))
+    yd = b.asarray(y, dtype=b.index_dtype)
+    with config_context(array_api_dispatch=True):
+        est = MLPClassifier((8,), backend=backend, device=device, random_state=0, max_iter=5,
+                            dtype="float32").fit(Xd, yd)
+        labels = est.predict(Xd)
+    assert b.owns(labels) and labels.dtype == b.index_dtype
+    np.testing.assert_array_equal(b.to_numpy(labels), host.predict(X))
+
+
 def test_early_stopping_keeps_the_best_validation_epoch():
     X, y = blobs(n=200)
     est = MLPClassifier((16,), random_state=0, max_iter=300, early_stopping=True,

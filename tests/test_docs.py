@@ -8,6 +8,10 @@
   the python block before it. ``<!-- docs-test: output rtol=1e-4 -->`` compares the numbers in
   it to that relative tolerance (for float32 results whose last digits depend on the BLAS
   library) and everything else exactly.
+- A block must not warn unless the page shows it: every warning a block emits, as Python's
+  default filters would show it to a user (a DeprecationWarning only when the block's own
+  code triggers it), must appear as a line ending in ``Category: message`` in the text block
+  after it, which is then compared with those lines taken out (they go to stderr).
 - Every option docs/cli.md mentions exists in ``portgd.cli.build_parser()`` (in the subcommand
   whose section mentions it), every option and subcommand of the parser is documented, and every
   ``$ portgd ...`` example parses (or fails to parse where the page shows argparse's error).
@@ -20,6 +24,7 @@ import contextlib
 import io
 import re
 import shlex
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,6 +93,39 @@ def assert_same_output(actual: str, expected: Block, where: str) -> None:
     np.testing.assert_allclose(got_numbers, want_numbers, rtol=rtol, atol=0, err_msg=where)
 
 
+def run_block(block: Block, where: str, namespace: dict[str, object]) -> tuple[str, list[str]]:
+    """Run ``block``: (what it printed, ``Category: message`` of each warning it emitted).
+
+    Warnings are collected as a user running the code would see them: every one, except
+    deprecation warnings raised elsewhere than in the block's own code (Python's default
+    filters show those only for ``__main__``).
+    """
+    out = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stdout(out):
+        warnings.simplefilter("always")
+        exec(compile(block.body, where, "exec"), namespace)
+    shown = [f"{w.category.__name__}: {w.message}" for w in caught
+             if w.filename == where
+             or not issubclass(w.category, (DeprecationWarning, PendingDeprecationWarning))]
+    return out.getvalue(), list(dict.fromkeys(shown))
+
+
+def check_warnings(shown: list[str], expected: Block | None, where: str) -> str | None:
+    """The expected stdout: ``expected``'s text without the warning lines it shows.
+
+    Fails when the block emitted a warning the page does not show.
+    """
+    lines = expected.body.splitlines() if expected is not None else []
+    for warning in shown:
+        assert any(line.endswith(warning) for line in lines), (
+            f"{where} emits a warning the page does not show: {warning}. Change the example "
+            f"so it does not warn, or show the warning in its output block"
+        )
+    if expected is None:
+        return None
+    return "\n".join(line for line in lines if not any(line.endswith(w) for w in shown))
+
+
 @pytest.mark.parametrize("name", RUNNABLE)
 def test_python_blocks_run(name, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -97,11 +135,31 @@ def test_python_blocks_run(name, tmp_path, monkeypatch):
     assert pairs, f"{name} has no python block"
     for block, expected in pairs:
         where = f"{name}, block at line {block.line}"
-        out = io.StringIO()
-        with contextlib.redirect_stdout(out):
-            exec(compile(block.body, where, "exec"), namespace)
+        printed, shown = run_block(block, where, namespace)
+        stdout = check_warnings(shown, expected, where)
         if expected is not None:
-            assert_same_output(out.getvalue(), expected, where)
+            assert_same_output(printed, Block(expected.lang, stdout, expected.marker,
+                                              expected.line), where)
+
+
+def test_a_warning_the_page_does_not_show_fails(tmp_path):
+    code = Block("python", "import warnings\nwarnings.warn('slow', UserWarning)\nprint(1)\n",
+                 "", 1)
+    printed, shown = run_block(code, "page.md, block at line 1", {})
+    assert printed == "1\n" and shown == ["UserWarning: slow"]
+    with pytest.raises(AssertionError, match="emits a warning the page does not show"):
+        check_warnings(shown, Block("text", "1\n", "output", 5), "page.md")
+    with pytest.raises(AssertionError, match="UserWarning: slow"):
+        check_warnings(shown, None, "page.md")
+    body = "page.md:2: UserWarning: slow\n1\n"
+    assert check_warnings(shown, Block("text", body, "output", 5), "page.md") == "1"
+    # deprecations raised inside a library are not shown to a user; the block's own are
+    namespace: dict[str, object] = {}
+    exec(compile("import warnings\ndef old():\n    warnings.warn('old', DeprecationWarning)\n",
+                 "library.py", "exec"), namespace)
+    assert run_block(Block("python", "old()\n", "", 1), "page.md", namespace)[1] == []
+    own = Block("python", "import warnings\nwarnings.warn('old', DeprecationWarning)\n", "", 1)
+    assert run_block(own, "page.md", {})[1] == ["DeprecationWarning: old"]
 
 
 def test_output_markers_follow_python_blocks():

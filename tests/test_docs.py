@@ -207,6 +207,16 @@ def test_every_subcommand_has_a_section():
     assert documented == set(subcommands(build_parser()))
 
 
+def test_the_opening_table_lists_every_subcommand_and_counts_them():
+    opening = cli_sections()[""]
+    listed = re.findall(r"^\| \[`portgd (\w+)`\]\(#portgd-\1\) \|", opening, re.MULTILINE)
+    commands = subcommands(build_parser())
+    assert sorted(listed) == sorted(commands) and len(listed) == len(set(listed))
+    words = ["one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
+             "eleven", "twelve"]
+    assert f"with {words[len(commands) - 1]} subcommands:" in " ".join(opening.split())
+
+
 def test_documented_options_exist_and_every_option_is_documented():
     """Options written after ``portgd CMD`` belong to CMD; other mentions to the section's.
 

@@ -335,23 +335,32 @@ def _targets_for(loss: str, y: Any, xp: Any) -> Any:
     return y if loss == "ce" else xp.reshape(y, (-1, 1))
 
 
-def _guess_loss(loss: str, data: Any) -> float:
-    """The loss of an uninformed guess: ``log k`` for k classes (uniform probabilities), the
-    mean variance of the targets for MSE (always predicting their mean); at least 1e-3."""
+def _reference_loss(model: Any, loss: str, data: Any, targets: Any, batch_size: int) -> float:
+    """What a diverging run is measured against: the larger of the untrained model's loss on
+    ``data`` and an uninformed guess's (``log k`` for k classes, the mean target variance for
+    MSE; at least 1e-3). A model that starts far off (a regression target of small scale, say)
+    may have a first-epoch loss far above the guess's and still be converging."""
     if loss in ("bce", "ce"):
-        return math.log(data.num_classes)
-    host = data.backend.to_numpy(data.y)
-    return max(float(host.var(axis=0).mean()) if host.size else 1.0, 1e-3)
+        guess = math.log(data.num_classes)
+    else:
+        host = data.backend.to_numpy(data.y)
+        guess = max(float(host.var(axis=0).mean()) if host.size else 1.0, 1e-3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        start = model.evaluate(data.X, targets, loss=_loss_object(loss),
+                               batch_size=batch_size)["loss"]
+    return max(start, guess) if math.isfinite(start) else guess
 
 
 class _DivergenceGuard(Callback):
     """Stops training (or, with ``keep_going``, notes it) when the epoch's training loss is
-    NaN, infinite or more than ``DIVERGENCE_FACTOR`` times the loss of a guess."""
+    NaN, infinite or more than ``DIVERGENCE_FACTOR`` times ``reference``: the larger of the
+    untrained model's loss and an uninformed guess's (see :func:`_reference_loss`)."""
 
-    def __init__(self, guess: float, lr: float, keep_going: bool, advice: str = "") -> None:
-        self.limit = DIVERGENCE_FACTOR * guess
+    def __init__(self, reference: float, lr: float, keep_going: bool, advice: str = "") -> None:
+        self.limit = DIVERGENCE_FACTOR * reference
         self.advice = advice
-        self.guess, self.lr, self.keep_going = guess, lr, keep_going
+        self.reference, self.lr, self.keep_going = reference, lr, keep_going
         self.message: str | None = None
 
     def on_epoch_end(self, epoch: int, logs: dict[str, float]) -> None:
@@ -360,8 +369,9 @@ class _DivergenceGuard(Callback):
             return
         self.message = (
             f"training diverged in epoch {epoch + 1}: the training loss reached {value:.4g}, "
-            f"more than {DIVERGENCE_FACTOR:g} times the {self.guess:.4g} of an uninformed "
-            f"guess. Lower --lr (it is {self.lr:g}; try {self.lr / 10:g}) or add --clip-norm "
+            f"more than {DIVERGENCE_FACTOR:g} times the {self.reference:.4g} it started from "
+            f"(the untrained model's loss, or an uninformed guess's if larger). Lower --lr "
+            f"(it is {self.lr:g}; try {self.lr / 10:g}) or add --clip-norm "
             f"1{self.advice}; --keep-going trains on regardless"
         )
         if not self.keep_going:  # decided from the global logs: alike on every rank
@@ -547,7 +557,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
               f"{backend.device_name}; {model.num_parameters()} parameters, loss {loss}, "
               f"optimizer {type(optimizer).__name__} lr={base_lr:g}"
               f"{_runs.describe_schedule(args) if resumed is None else ''}")
-    guard = _DivergenceGuard(_guess_loss(loss, train), base_lr, args.keep_going, "" if (
+    reference = _reference_loss(model, loss, train, _targets_for(loss, train.y, xp),
+                                args.batch_size)
+    guard = _DivergenceGuard(reference, base_lr, args.keep_going, "" if (
         args.data is None) else f", and scale the columns of {args.data} to similar ranges")
     early = None if args.patience is None else EarlyStopping(
         "val_loss", patience=args.patience, restore_best=args.restore_best)

@@ -9,6 +9,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from test_docs import subcommands
 
@@ -174,13 +175,39 @@ def test_keep_going_warning_is_one_line(capsys):
     assert len(err) == 1 and err[0].startswith("portgd: warning: training diverged in epoch 1")
 
 
-def test_the_guess_loss_is_log_k_or_the_target_variance():
+def test_the_reference_is_the_larger_of_the_start_loss_and_a_guess():
     import math
 
     data = portgd.datasets.synthetic_regression(100, 3, 2, backend="numpy")
-    host = data.y
-    assert cli._guess_loss("mse", data) == pytest.approx(float(host.var(axis=0).mean()))
-    assert cli._guess_loss("ce", portgd.datasets.digits(backend="numpy")) == math.log(10)
+    model = portgd.mlp(3, [8], 2, seed=0, backend="numpy")
+    start = model.evaluate(data.X, data.y, loss="mse")["loss"]
+    variance = float(data.y.var(axis=0).mean())
+    assert cli._reference_loss(model, "mse", data, data.y, 32) == pytest.approx(
+        max(start, variance), rel=1e-6)
+    digits = portgd.datasets.digits(backend="numpy")
+    small = portgd.mlp(64, [4], 10, output="softmax", seed=0, backend="numpy")
+    small.layers[0].params = {k: v * 0.0 for k, v in small.layers[0].params.items()}
+    # a zeroed first layer and glorot output: the start loss is about log 10, so the guess
+    # (log 10 exactly) or the start loss is the reference, whichever is larger
+    start = small.evaluate(digits.X, digits.y, loss=portgd.losses.CategoricalCrossEntropy())
+    assert cli._reference_loss(small, "ce", digits, digits.y, 32) == pytest.approx(
+        max(start["loss"], math.log(10)), rel=1e-6)
+
+
+def test_a_converging_regression_that_starts_far_off_is_not_divergence(tmp_path, capsys):
+    # Inputs standard normal, a linear target with standard deviation 0.1: the untrained
+    # network's first-epoch loss is hundreds of times the target variance, yet it converges.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(300, 2))
+    target = 0.1 * x[:, 0] + 0.05
+    path = tmp_path / "reg.csv"
+    np.savetxt(path, np.c_[x, target], "%.4f", ",", header="a,b,t", comments="")
+    assert float(target.var()) < 0.011
+    assert main(["train", "--data", str(path), "--json", "--epochs", "5"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    losses = summary["history"]["loss"]
+    assert losses[0] > 10 * float(target.var())  # the old rule called this divergence
+    assert losses[-1] < losses[0] / 10
 
 
 # -- errors that are not the user's: still one line -------------------------------------------

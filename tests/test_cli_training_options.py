@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import portgd
-from portgd import _files
+from portgd import _files, cli
 from portgd.cli import main
 
 
@@ -209,15 +209,13 @@ def test_an_interrupt_mid_epoch_ends_the_step_and_saves_the_last_epoch(tmp_path,
 def test_a_signal_during_the_final_evaluation_keeps_the_finished_run(tmp_path, capsys,
                                                                       monkeypatch, signum,
                                                                       status, word):
-    from portgd.model import Sequential
+    real = cli._final_figures
 
-    real = Sequential.evaluate
-
-    def evaluate(self, *args, **kwargs):
+    def final_figures(*args, **kwargs):
         os.kill(os.getpid(), signum)  # Ctrl-C / kill while the held-out data is evaluated
-        return real(self, *args, **kwargs)
+        return real(*args, **kwargs)
 
-    monkeypatch.setattr(Sequential, "evaluate", evaluate)
+    monkeypatch.setattr(cli, "_final_figures", final_figures)
     path = tmp_path / "m.npz"
     assert main(["train", "--quiet", "--epochs", "2", "--validation-fraction", "0.2",
                  "--save", str(path)]) == status

@@ -706,7 +706,9 @@ def _cmd_summary(args: argparse.Namespace) -> int:
             "layers": [{"type": type(layer).__name__, **layer.config()} for layer in model.layers],
             "parameters": model.num_parameters(), "dtype": model.dtype_name,
             "backend": backend.name, "device": backend.device_name,
-            "optimizer": None if optimizer is None else optimizer.config(),
+            "optimizer": None if optimizer is None else {
+                "type": type(optimizer).__name__, "steps": optimizer.step_count,
+                **optimizer.config()},
             "metadata": meta}))
         return 0
     print(f"checkpoint {args.checkpoint}")

@@ -50,6 +50,8 @@ def test_portgd_summary_of_a_checkpoint(tmp_path, capsys):
     assert [layer["type"] for layer in described["layers"]] == [
         "Dense", "ReLU", "Dense", "ReLU", "Dense", "Softmax"]
     assert described["metadata"] == {"epoch": 7, "dataset": "digits"}
+    assert described["optimizer"]["type"] == "Adam" and described["optimizer"]["steps"] == 0
+    assert described["optimizer"]["lr"] == 0.003
 
 
 def test_summary_of_a_bad_file_is_one_line(tmp_path, capsys):

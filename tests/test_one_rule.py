@@ -64,15 +64,26 @@ def _names_xp(node: ast.AST) -> bool:
         isinstance(node, ast.Attribute) and node.attr == "xp")
 
 
-def hard_coded_widths(source: str) -> list[str]:
-    """``xp.int64``/``xp.float64`` and ``dtype="int64"``/``dtype="float64"`` in calls.
+def _wide(node: ast.AST | None) -> bool:
+    return isinstance(node, ast.Constant) and node.value in WIDE
 
-    Defaults a caller can change (``def f(dtype="float64")``) are not calls, so they pass.
+
+def hard_coded_widths(source: str) -> list[str]:
+    """``xp.int64``/``xp.float64``, ``dtype="int64"``/``dtype="float64"`` in calls, and
+    those names assigned to a variable (``wide = "int64"``, later passed as ``dtype=wide``).
+
+    Defaults a caller can change (``def f(dtype="float64")``) are not calls, so they pass;
+    so does a width chosen by what the backend supports
+    (``"int64" if backend.supports("int64") else "int32"``).
     """
     found = []
     for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Attribute) and node.attr in WIDE and _names_xp(node.value):
             found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.NamedExpr)) and _wide(node.value):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            found.append(f"line {node.lineno}: {', '.join(map(ast.unparse, targets))} = "
+                         f"{node.value.value!r}")
         elif isinstance(node, ast.Call):
             found += [
                 f"line {node.lineno}: dtype={kw.value.value!r}"
@@ -100,3 +111,14 @@ def test_the_width_checker_sees_hard_coded_widths():
     assert hard_coded_widths("def solve(A, dtype='float64'):\n    pass") == []
     assert hard_coded_widths("h = np.zeros(3, dtype=np.int64)") == []
     assert hard_coded_widths("i = backend.asarray(order, dtype=backend.index_dtype)") == []
+
+
+def test_the_width_checker_sees_widths_assigned_to_variables():
+    assert hard_coded_widths("wide = 'int64'\ni = backend.asarray(order, dtype=wide)") == [
+        "line 1: wide = 'int64'"]
+    assert hard_coded_widths("self.kind: str = 'float64'") == ["line 1: self.kind = 'float64'"]
+    assert hard_coded_widths("if (d := 'float64'):\n    pass") == ["line 1: d = 'float64'"]
+    assert hard_coded_widths("a = b = 'int64'") == ["line 1: a, b = 'int64'"]
+    assert hard_coded_widths(
+        "wide = 'int64' if backend.supports('int64') else 'int32'") == []
+    assert hard_coded_widths("name = 'float32'") == []

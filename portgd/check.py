@@ -23,9 +23,9 @@ import numpy as np
 from ._registry import available_backends, get_backend
 from .errors import PortgdError
 
-#: The largest divergence from the NumPy float64 reference each dtype may show
-#: (measured values and margins: docs/numerics.md).
 TOLERANCE = {"float64": 1e-13, "float32": 1e-5}
+"""The largest divergence from the NumPy float64 reference each dtype may show (measured
+values and margins: docs/numerics.md); the conformance suite holds fast paths to it too."""
 
 A = [[5, 1, -1], [2, -1, 1], [1, 3, -2]]
 Y = [1, 4, 0]

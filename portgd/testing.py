@@ -180,10 +180,6 @@ def _within_tolerance(backend: Any, case: str, dtype: str) -> None:
 
 # -- fast paths against their generic paths ------------------------------------------------
 
-#: The hyperparameters under which an optimizer's fast path is compared with its generic
-#: rule; together they take every branch of the rules (momentum, dampening, Nesterov, weight
-#: decay, centred RMSprop, AMSGrad, decoupled weight decay). An optimizer not listed runs
-#: with its defaults.
 OPTIMIZER_CASES: Mapping[str, tuple[dict[str, Any], ...]] = {
     "sgd": ({}, {"momentum": 0.9}, {"momentum": 0.9, "dampening": 0.3, "weight_decay": 0.01},
             {"momentum": 0.9, "nesterov": True}),
@@ -192,9 +188,13 @@ OPTIMIZER_CASES: Mapping[str, tuple[dict[str, Any], ...]] = {
     "adam": ({}, {"amsgrad": True, "weight_decay": 0.01}),
     "adamw": ({}, {"amsgrad": True}),
 }
+"""The hyperparameters under which an optimizer's fast path is compared with its generic
+rule; together they take every branch of the rules (momentum, dampening, Nesterov, weight
+decay, centred RMSprop, AMSGrad, decoupled weight decay). An optimizer not listed runs with
+its defaults."""
 
-#: Steps each optimizer fast path takes beside its generic rule.
 OPTIMIZER_STEPS = 6
+"""Steps each optimizer fast path takes beside its generic rule."""
 
 
 @dataclass(frozen=True)

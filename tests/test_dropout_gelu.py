@@ -12,7 +12,7 @@ from helpers import float64_or_skip, numeric_grad
 import portgd
 from portgd import Sequential
 from portgd.cli import main
-from portgd.layers import GELU, Dropout, normal_cdf
+from portgd.layers import GELU, Dropout, erfc_nonnegative, normal_cdf
 
 RTOL, ATOL = 1e-6, 1e-8  # central differences with eps=1e-6 in float64, as test_gradients
 
@@ -35,22 +35,27 @@ def test_gelu_input_gradient(backend, approximate):
 
     layer.forward(backend.asarray(x))
     analytic = backend.to_numpy(layer.backward(backend.asarray(dout)))
-    # "none" differentiates the exact GELU; its forward uses an erfc fit (1.4e-8 off), whose
-    # own slope differs from the exact one by at most 8e-8
-    atol = ATOL if approximate == "tanh" else 2e-7
-    np.testing.assert_allclose(analytic, numeric_grad(scalar, x), rtol=RTOL, atol=atol)
+    np.testing.assert_allclose(analytic, numeric_grad(scalar, x), rtol=RTOL, atol=ATOL)
 
 
-def test_normal_cdf_against_math_erf():
+def test_erfc_to_float64_precision():
+    """Relative error below 1e-15 wherever erfc is a normal float64 number (a <= 26.5)."""
     xp = portgd.get_backend("numpy").xp
-    x = np.linspace(-12, 12, 4801)
-    exact = np.array([0.5 * math.erfc(-v / math.sqrt(2)) for v in x])
-    approx = normal_cdf(xp, x)
-    np.testing.assert_allclose(approx, exact, rtol=1.2e-7, atol=0)
-    assert np.max(np.abs(x * approx - x * exact)) < 1.4e-8
+    a = np.concatenate([np.linspace(0, 26.5, 26501), np.geomspace(1e-12, 1, 500)])
+    exact = np.array([math.erfc(v) for v in a])
+    np.testing.assert_allclose(erfc_nonnegative(xp, a), exact, rtol=1e-15, atol=0)
+    assert np.all(erfc_nonnegative(xp, np.array([28.0, 40.0, np.inf])) == 0.0)
 
 
-@pytest.mark.parametrize("approximate,atol", [("none", 2e-8), ("tanh", 1e-14)])
+def test_normal_cdf_against_math_erfc():
+    xp = portgd.get_backend("numpy").xp
+    x = np.concatenate([np.linspace(-37, 37, 7401), [-np.inf, np.inf]])
+    z = x * (-1.0 / math.sqrt(2.0))  # as normal_cdf rounds it
+    exact = np.array([0.5 * math.erfc(v) for v in z])
+    np.testing.assert_allclose(normal_cdf(xp, x), exact, rtol=1e-15, atol=1e-300)
+
+
+@pytest.mark.parametrize("approximate,atol", [("none", 1e-15), ("tanh", 1e-14)])
 def test_gelu_matches_torch(approximate, atol):
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(1)

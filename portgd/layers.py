@@ -374,23 +374,22 @@ class Dropout(Layer):
     and scaled by ``1 / (1 - rate)``; otherwise (predict, evaluate) ``y = x``.
 
     ``y = x * m``, ``dx = dy * m`` with ``m = [u >= rate] / (1 - rate)``, ``u`` uniform in
-    [0, 1) drawn on the host, one per element, and moved to the device once per step. By
-    default ``u`` comes from the model's host generator (the one its ``seed`` seeds), so
-    every backend sees the same masks and a checkpoint resumes them; ``seed=`` gives the
-    layer a generator of its own. ``fit`` sets :attr:`training` for its steps only.
+    [0, 1) drawn on the host, one per element, and moved to the device once per step. ``u``
+    comes from the model's host generator (the one its ``seed`` seeds), so every backend
+    sees the same masks, and a checkpoint, which saves that generator, resumes them.
+    ``fit`` sets :attr:`training` for its steps only.
     """
 
-    def __init__(self, rate: float = 0.5, seed: int | None = None) -> None:
+    def __init__(self, rate: float = 0.5) -> None:
         super().__init__()
         if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
             raise InputError(f"Dropout: rate must be a number in [0, 1), got {rate!r}")
         self.rate = float(rate)
-        self.seed = seed
         self._rng: Any = None
         self._mask: Any = None
 
     def config(self) -> dict[str, Any]:
-        return {"rate": self.rate, "seed": self.seed}
+        return {"rate": self.rate}
 
     def bind(self, backend: Any) -> None:
         super().bind(backend)
@@ -399,7 +398,7 @@ class Dropout(Layer):
     def build(self, backend: Any, rng: Any, dtype: Any) -> None:
         super().build(backend, rng, dtype)
         self._dtype = dtype
-        self._rng = rng if self.seed is None else backend.rng(self.seed)
+        self._rng = rng
 
     def forward(self, x: Any) -> Any:
         if not self.training or self.rate == 0.0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 
@@ -96,12 +97,13 @@ def test_dropout_matches_torch_with_the_same_mask():
     torch = pytest.importorskip("torch")
     rng = np.random.default_rng(3)
     x, dout = rng.normal(size=(8, 5)), rng.normal(size=(8, 5))
-    layer = built("torch", Dropout(0.25, seed=9))
+    layer = built("torch", Dropout(0.25))
     backend = portgd.get_backend("torch")
     layer.training = True
+    model_rng = copy.deepcopy(layer._rng)  # the model's generator, as the layer finds it
     y = backend.to_numpy(layer.forward(backend.asarray(x)))
     dx = backend.to_numpy(layer.backward(backend.asarray(dout)))
-    keep = np.random.default_rng(9).random((8, 5)) >= 0.25  # the layer's own generator
+    keep = model_rng.random((8, 5)) >= 0.25
     tx = torch.tensor(x, requires_grad=True)
     scale = torch.tensor(keep, dtype=torch.float64) * (1 / (1 - 0.25))  # torch's scaling
     ty = tx * scale
@@ -190,3 +192,36 @@ def test_the_command_line_trains_with_gelu_and_dropout(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["test_accuracy"] > 0.5
     layers = [type(layer).__name__ for layer in portgd.load(path).model.layers]
     assert layers == ["Dense", "GELU", "Dropout", "Dense", "GELU", "Dropout", "Dense", "Sigmoid"]
+
+
+def test_dropout_takes_no_seed_of_its_own():
+    """Masks come only from the model's generator, which checkpoints save: a layer seed
+    would be state that a resumed run silently restarts."""
+    with pytest.raises(TypeError):
+        Dropout(0.3, seed=5)
+    model = Sequential([portgd.layers.Dense(4, 3), Dropout(0.3)], seed=1)
+    assert model.layers[1]._rng is model.rng
+    assert model.layers[1].config() == {"rate": 0.3}
+
+
+def test_dropout_resume_equals_an_uninterrupted_run_mid_stream(tmp_path):
+    """Saved after one epoch (masks drawn for 6 steps), resumed for one more: the same
+    parameters, optimizer counters and generator state as two epochs in one go."""
+    x = np.random.default_rng(8).normal(size=(48, 6))
+    y = np.random.default_rng(9).normal(size=(48, 2))
+
+    def fresh():
+        return Sequential([portgd.layers.Dense(6, 12), portgd.layers.ReLU(), Dropout(0.3),
+                           portgd.layers.Dense(12, 2)], seed=5, dtype="float64")
+
+    straight = fresh()
+    straight.fit(x, y, loss="mse", optimizer="sgd", epochs=2, batch_size=8, verbose=0)
+    half = fresh()
+    half.fit(x, y, loss="mse", optimizer="sgd", epochs=1, batch_size=8, verbose=0)
+    portgd.save(tmp_path / "m.npz", half, half.optimizer)
+    model, optimizer, _ = portgd.load(tmp_path / "m.npz")
+    model.fit(x, y, loss="mse", optimizer=optimizer, epochs=2, initial_epoch=1, batch_size=8,
+              verbose=0)
+    for name, value in straight.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], value)
+    assert model.rng.bit_generator.state == straight.rng.bit_generator.state

@@ -22,8 +22,6 @@ from .errors import InputError
 
 PLOT_INSTALL_HINT = "pip install 'portgd[plot]'"
 
-#: Per-parameter state arrays each optimizer keeps (momentum buffers, running averages).
-OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adagrad": 1, "rmsprop": 1, "adam": 2, "adamw": 2}
 
 #: Memory the estimate leaves to the rest of the process and the system.
 HEADROOM = 0.9
@@ -111,18 +109,18 @@ def training_memory(
     n_eval: int,
     n_targets: int,
     itemsize: int,
-    optimizer: str,
+    optimizer_slots: int,
 ) -> MemoryEstimate:
     """Estimate the peak memory of training an MLP with layer ``widths`` (input first).
 
     Parameters ``P = sum(a*b + b)`` over consecutive widths; gradients ``P``; optimizer state
-    ``slots * P`` (:data:`OPTIMIZER_SLOTS`); activations ``4 * B * sum(widths[1:])`` with
+    ``optimizer_slots * P``, the slots being the optimizer's state arrays per parameter
+    (``len(optimizer.state_keys())``); activations ``4 * B * sum(widths[1:])`` with
     ``B`` the batch size (training and evaluation both go batch by batch); data
     ``2 * n_train * (widths[0] + n_targets) + n_eval * (widths[0] + n_targets)``; all times
     ``itemsize`` bytes. Python ints, so a width of 10**5 does not overflow.
     """
     n_params = sum(a * b + b for a, b in itertools.pairwise(widths))
-    slots = OPTIMIZER_SLOTS.get(optimizer, 2)
     batch = min(batch_size, max(n_train, 1))
     activations = 4 * batch * sum(widths[1:])
     row = widths[0] + n_targets
@@ -130,7 +128,7 @@ def training_memory(
     return MemoryEstimate(
         parameters=n_params * itemsize,
         gradients=n_params * itemsize,
-        optimizer=slots * n_params * itemsize,
+        optimizer=optimizer_slots * n_params * itemsize,
         activations=activations * itemsize,
         data=data * itemsize,
         n_parameters=n_params,
@@ -174,6 +172,7 @@ def check_memory(estimate: MemoryEstimate, backend: Any, free: int | None = None
     raise InputError(
         f"training would need about {estimate.describe()}; {backend.name} "
         f"{backend.device_name} has {_gib(free)} free. Use smaller --hidden widths, a smaller "
-        f"--batch-size, --dtype float32 or an optimizer with less state (sgd keeps none)"
+        f"--batch-size, --dtype float32 or an optimizer with less state (sgd without "
+        f"--momentum keeps none)"
     )
 

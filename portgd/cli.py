@@ -387,11 +387,11 @@ def _dense_widths(model: Any) -> list[int]:
 
 
 def _check_memory(widths: list[int], args: argparse.Namespace, train: Any, test: Any,
-                  optimizer: str, backend: Any) -> None:
+                  optimizer: Any, backend: Any) -> None:
     estimate = _preflight.training_memory(
         widths, batch_size=args.batch_size, n_train=train.n_samples, n_eval=test.n_samples,
         n_targets=widths[-1] if widths else 1, itemsize=8 if args.dtype == "float64" else 4,
-        optimizer=optimizer)
+        optimizer_slots=len(optimizer.state_keys()))
     _preflight.check_memory(estimate, backend)
 
 
@@ -537,15 +537,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
         model, optimizer, _ = resumed
         _check_fits(model, train, outputs, args.resume, _source(args))
         first_epoch = recorded["epoch"] or 0
-        optimizer_name = type(optimizer).__name__.lower() if optimizer else args.optimizer
-        _check_memory(_dense_widths(model), args, train, test, optimizer_name, backend)
         if optimizer is None:
             optimizer = optim.make_optimizer(args.optimizer, lr=args.lr)
+        _check_memory(_dense_widths(model), args, train, test, optimizer, backend)
         base_lr = optimizer.lr
     else:
         optimizer = _runs.optimizer_from_options(args, steps_per_epoch)
         _check_memory([train.n_features, *args.hidden, outputs], args, train, test,
-                      args.optimizer, backend)
+                      optimizer, backend)
         model = _new_model(args, train, outputs, output, backend)
         first_epoch, base_lr = 0, args.lr
     metrics = _metrics(train)

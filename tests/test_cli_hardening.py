@@ -119,7 +119,7 @@ def test_resume_keeps_the_dtype_it_reports(capsys, trained):
 # -- the memory estimate -------------------------------------------------------------------
 def test_memory_estimate_counts_each_part():
     estimate = _preflight.training_memory([64, 16, 1], batch_size=32, n_train=288, n_eval=72,
-                                          n_targets=1, itemsize=4, optimizer="adam")
+                                          n_targets=1, itemsize=4, optimizer_slots=2)
     params = 64 * 16 + 16 + 16 + 1
     assert estimate.n_parameters == params == 1057
     assert estimate.parameters == estimate.gradients == 4 * params
@@ -127,12 +127,28 @@ def test_memory_estimate_counts_each_part():
     assert estimate.activations == 4 * 4 * 32 * (16 + 1)
     assert estimate.data == 4 * (2 * 288 * 65 + 72 * 65)
     assert _preflight.training_memory([10, 10], batch_size=1, n_train=1, n_eval=1, n_targets=10,
-                                      itemsize=8, optimizer="sgd").optimizer == 0
+                                      itemsize=8, optimizer_slots=0).optimizer == 0
+
+
+@pytest.mark.parametrize("argv,slots", [
+    (["--optimizer", "sgd"], 0), (["--optimizer", "sgd", "--momentum", "0.9"], 1),
+    (["--optimizer", "rmsprop", "--momentum", "0.9"], 2), (["--optimizer", "adam"], 2)])
+def test_the_memory_estimate_counts_the_state_of_the_built_optimizer(monkeypatch, capsys,
+                                                                     tmp_path, argv, slots):
+    """The state arrays per parameter come from the optimizer the run uses (its
+    state_keys), for a new run and for one resumed from a checkpoint."""
+    seen = []
+    monkeypatch.setattr(_preflight, "check_memory", lambda estimate, backend: seen.append(
+        estimate))
+    path = tmp_path / "m.npz"
+    assert cli.main(["train", "--quiet", "--epochs", "1", "--save", str(path), *argv]) == 0
+    assert cli.main(["train", "--quiet", "--epochs", "1", "--resume", str(path)]) == 0
+    assert [e.optimizer for e in seen] == [slots * seen[0].parameters] * 2
 
 
 def test_memory_refusal_says_what_it_needs_and_what_to_change():
     estimate = _preflight.training_memory([784, 30000, 30000, 10], batch_size=32, n_train=100,
-                                          n_eval=10, n_targets=10, itemsize=4, optimizer="adam")
+                                          n_eval=10, n_targets=10, itemsize=4, optimizer_slots=2)
     backend = portgd.get_backend("numpy")
     with pytest.raises(portgd.InputError) as info:
         _preflight.check_memory(estimate, backend, free=8 * 2**30)

@@ -436,4 +436,9 @@ def layer_from_config(config: dict[str, Any]) -> Layer:
     kwargs = {k: v for k, v in config.items() if k != "type"}
     if kwargs.get("init") == "custom":
         kwargs["init"] = "zeros"
-    return LAYERS[kind](**kwargs)
+    if kind == "Dropout" and "seed" in kwargs and kwargs["seed"] is None:
+        del kwargs["seed"]  # saved when Dropout had seed=; None meant the model's generator
+    try:
+        return LAYERS[kind](**kwargs)
+    except TypeError as exc:
+        raise InputError(f"layer {kind} cannot be rebuilt from {config!r}: {exc}") from None

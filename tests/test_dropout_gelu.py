@@ -225,3 +225,11 @@ def test_dropout_resume_equals_an_uninterrupted_run_mid_stream(tmp_path):
     for name, value in straight.state_dict().items():
         np.testing.assert_array_equal(model.state_dict()[name], value)
     assert model.rng.bit_generator.state == straight.rng.bit_generator.state
+
+
+def test_a_dropout_config_saved_with_the_old_seed_none_still_loads():
+    from portgd.layers import layer_from_config
+
+    assert layer_from_config({"type": "Dropout", "rate": 0.5, "seed": None}).rate == 0.5
+    with pytest.raises(portgd.InputError, match="layer Dropout cannot be rebuilt"):
+        layer_from_config({"type": "Dropout", "rate": 0.5, "seed": 5})

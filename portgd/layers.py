@@ -28,6 +28,11 @@ class Layer:
     #: True while ``fit`` runs training steps (Dropout drops units only then); the model
     #: sets it through :meth:`portgd.Sequential.train`
     training: bool = False
+    #: ``(first, last, total)`` while a data-parallel ``fit`` step runs: this rank's batch is
+    #: rows ``[first, last)`` of a global batch of ``total`` (None: the batch is the whole
+    #: batch). A layer that draws random numbers per row draws them for all ``total`` rows,
+    #: as one process would, and uses its own; the model sets it with :attr:`training`.
+    rows: tuple[int, int, int] | None = None
 
     def __init__(self) -> None:
         self.params: dict[str, Any] = {}
@@ -404,7 +409,8 @@ class Dropout(Layer):
         if not self.training or self.rate == 0.0:
             self._mask = None
             return x
-        keep = self._rng.random(tuple(x.shape)) >= self.rate
+        first, last, total = self.rows or (0, x.shape[0], x.shape[0])
+        keep = self._rng.random((total, *x.shape[1:]))[first:last, ...] >= self.rate
         self._mask = self._backend.asarray(keep * (1.0 / (1.0 - self.rate)),
                                            dtype=self._dtype)
         return x * self._mask

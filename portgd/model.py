@@ -235,14 +235,18 @@ class Sequential:
         return self
 
     # -- computing --------------------------------------------------------------------
-    def forward(self, x: Any, training: bool = False) -> Any:
+    def forward(self, x: Any, training: bool = False,
+                rows: tuple[int, int, int] | None = None) -> Any:
         """The output for a batch ``x`` shaped ``(N, in_features)``; keeps what backward needs.
 
-        ``training=True`` (what ``fit`` passes for its steps) makes Dropout drop units;
-        every call sets each layer's ``training`` flag, so no mode outlives the call.
+        ``training=True`` (what ``fit`` passes for its steps) makes Dropout drop units.
+        ``rows=(first, last, total)`` (data-parallel ``fit``) says that ``x`` is rows
+        ``[first, last)`` of a global batch of ``total``: Dropout then draws the global
+        batch's mask, as one process does, and uses those rows. Every call sets each
+        layer's ``training`` and ``rows``, so no mode outlives the call.
         """
         for layer in self.layers:
-            layer.training = training
+            layer.training, layer.rows = training, rows
             x = layer.forward(x)
         return x
 

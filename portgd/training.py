@@ -342,12 +342,14 @@ def _fit(
         totals = _Accumulator(bound, backend, loss)
         for b, start in enumerate(range(0, n, batch_size)):
             stop = min(start + batch_size, n)
+            rows = None
             if reducer is not None:  # this rank's shard of the global batch
                 first, last = distributed.shard(stop - start)
                 reducer.begin(loss.share(last - first, stop - start))
+                rows = (first, last, stop - start)
                 start, stop = start + first, start + last
             xb, yb = xe[start:stop, ...], ye[start:stop, ...]
-            yhat = model.forward(xb, training=True)
+            yhat = model.forward(xb, training=True, rows=rows)
             step = TrainingStep(model, optimizer, reducer)
             totals.add(model.loss_and_backward(yhat, yb, loss, after_layer=step), yhat, yb)
             step.finish()

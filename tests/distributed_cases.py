@@ -35,6 +35,10 @@ CASES = {
     # reduction="sum": each rank's gradient is a sum, weighted 1, not n_r / B
     "sum_mse": ("numpy", "mse_sum", lambda: optim.SGD(lr=0.002, momentum=0.5)),
     "sum_strict_ce": ("array_api_strict", "ce_sum", lambda: optim.SGD(lr=0.005)),
+    # Dropout: every rank draws the global batch's mask and uses its rows; the batch order
+    # comes from the same (model) generator, so it must stay in step on every rank
+    "dropout": ("numpy", "ce", lambda: optim.SGD(lr=0.1, momentum=0.5)),
+    "strict_dropout": ("array_api_strict", "ce", lambda: optim.Adam(lr=0.01)),
     # callbacks that decide: every rank must stop after the same epoch, restore alike
     "early_stopping": ("numpy", "ce", lambda: optim.SGD(lr=0.3, momentum=0.9)),
 }
@@ -53,9 +57,9 @@ def data():
     return x, labels
 
 
-def model(backend="numpy"):
+def model(backend="numpy", dropout=None):
     return portgd.mlp(6, [12, 10], 3, output="softmax", seed=3, dtype="float64",
-                      backend=backend)
+                      backend=backend, dropout=dropout)
 
 
 def fit(net, opt, loss, distributed=None, epochs=EPOCHS, initial_epoch=0, callbacks=(),
@@ -79,7 +83,7 @@ def train(name, distributed=None, epochs=EPOCHS, callbacks=()):
     if name in SPECIAL:
         epochs, extra = SPECIAL[name]
         callbacks = [*callbacks, *extra()]
-    net = model(backend)
+    net = model(backend, dropout=0.3 if name.endswith("dropout") else None)
     history = fit(net, make(), loss, distributed, epochs=epochs, callbacks=callbacks)
     return net, history
 

@@ -161,13 +161,13 @@ def signal_at_training_step(monkeypatch, step, *signums):
 
     real, seen = Sequential.forward, []
 
-    def forward(self, x, training=False):
+    def forward(self, x, training=False, **options):
         if training:
             if len(seen) == step:
                 for signum in signums:
                     os.kill(os.getpid(), signum)
             seen.append(step)
-        return real(self, x, training)
+        return real(self, x, training, **options)
 
     monkeypatch.setattr(Sequential, "forward", forward)
     return seen

@@ -203,12 +203,14 @@ def test_without_mpi4py_the_error_says_how_to_install(monkeypatch):
         Communicator()
 
 
-def test_portgd_train_distributed_equals_portgd_train(tmp_path, capsys):
+@pytest.mark.parametrize("extra", [[], ["--dropout", "0.2"]], ids=["plain", "dropout"])
+def test_portgd_train_distributed_equals_portgd_train(extra, tmp_path, capsys):
     """Issue 11's "done" check: `mpiexec -n 2 portgd train --distributed --dtype float64`
-    gives the held-out loss and parameters of `portgd train --dtype float64` to 1e-10."""
+    gives the held-out loss and parameters of `portgd train --dtype float64` to 1e-10
+    (with Dropout too: the ranks draw the global batch's masks)."""
     from portgd.cli import main
 
-    options = ["train", "--dtype", "float64", "--epochs", "3", "--json", "--quiet"]
+    options = ["train", "--dtype", "float64", "--epochs", "3", "--json", "--quiet", *extra]
     assert main([*options, "--save", str(tmp_path / "one.npz")]) == 0
     one = json.loads(capsys.readouterr().out)
     command = [_mpiexec(), "-n", "2", sys.executable, "-m", "portgd", *options, "--distributed",

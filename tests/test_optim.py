@@ -853,3 +853,42 @@ def test_reset_forgets_state():
     opt.step(P0, GRADS[0])
     opt.reset()
     assert opt.state == {} and opt.param_steps == {} and opt.step_count == 0
+
+
+@pytest.mark.parametrize("backend", ["numpy", "array_api_strict"])
+@pytest.mark.parametrize("name", ["adam", "sgd_momentum", "rmsprop"])
+@pytest.mark.parametrize("hidden,outputs", [(6, 2), (4, 1)], ids=["other", "broadcastable"])
+def test_an_optimizer_reused_on_another_model_is_refused_before_any_change(backend, name,
+                                                                           hidden, outputs):
+    """State is keyed by parameter name ("2.weight"): a second model with other shapes must
+    not broadcast the first one's state into its parameters (array_api_strict, the generic
+    rule: (4, 2) state made a (4, 1) weight (4, 2)) nor fail inside NumPy's in-place fast
+    path."""
+    from portgd import Sequential
+    from portgd.layers import Dense, Tanh
+
+    make = {"adam": lambda: optim.Adam(lr=0.01),
+            "sgd_momentum": lambda: optim.SGD(lr=0.01, momentum=0.9),
+            "rmsprop": lambda: optim.RMSprop(lr=0.01)}[name]
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(8, 3)), rng.normal(size=(8, 2))
+    opt = make()
+    first = Sequential([Dense(3, 4), Tanh(), Dense(4, 2)], seed=0, dtype="float64",
+                       backend=backend)
+    first.fit(x, y, loss="mse", optimizer=opt, epochs=1, batch_size=4, verbose=0)
+    second = Sequential([Dense(3, hidden), Tanh(), Dense(hidden, outputs)], seed=1,
+                        dtype="float64", backend=backend)
+    y = y[:, :outputs]
+    before = second.state_dict()
+    with pytest.raises(portgd.InputError, match=(
+            rf"holds state for a parameter '2.weight' shaped \(4, 2\); this model's "
+            rf"'2.weight' is shaped \({hidden}, {outputs}\).*Make a new optimizer for this "
+            rf"model, or call its reset\(\) first")):
+        second.fit(x, y, loss="mse", optimizer=opt, epochs=1, batch_size=4, verbose=0)
+    for key, value in second.state_dict().items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)
+    opt.reset()  # what the message says works
+    second.fit(x, y, loss="mse", optimizer=opt, epochs=1, batch_size=4, verbose=0)
+    state = opt.state["2.weight"]
+    assert [tuple(v.shape) for v in state.values()] == [(hidden, outputs)] * len(state)
+    assert second.state_dict()["2.weight"].shape == (hidden, outputs)

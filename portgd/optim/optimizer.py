@@ -367,6 +367,13 @@ class Optimizer:
             state = self.state.get(name)
             if state is None:
                 state = self.init_state(p, xp, backend.device)
+            elif (key_of_state := _state_mismatch(state, p)) is not None:
+                raise InputError(
+                    f"{type(self).__name__} holds state for a parameter {name!r} shaped "
+                    f"{tuple(state[key_of_state].shape)}; this model's {name!r} is shaped "
+                    f"{tuple(p.shape)}: the optimizer was used with another model. Make a new "
+                    f"optimizer for this model, or call its reset() first"
+                )
             step = self.param_steps.get(name, 0) + 1
             new_params[key], new_state[name] = update(p, g, state, hp, step, xp=xp)
         return new_params, new_state
@@ -443,13 +450,13 @@ class Optimizer:
         for name in [name for name in names if name in self._unchecked]:
             p = params[name]
             state = self.state[name]
-            for key, value in state.items():
-                if tuple(value.shape) != tuple(p.shape):
-                    raise CheckpointError(
-                        f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
-                        f"{tuple(value.shape)} but parameter {name!r} has shape "
-                        f"{tuple(p.shape)}; the state dict belongs to another model"
-                    )
+            key = _state_mismatch(state, p)
+            if key is not None:
+                raise CheckpointError(
+                    f"{type(self).__name__}: loaded state {name!r}/{key!r} has shape "
+                    f"{tuple(state[key].shape)} but parameter {name!r} has shape "
+                    f"{tuple(p.shape)}; the state dict belongs to another model"
+                )
             self.state[name] = {
                 k: v if v.dtype == p.dtype else xp.astype(v, p.dtype) for k, v in state.items()
             }
@@ -486,3 +493,10 @@ class Optimizer:
         self._unchecked = set(host)
         if self._backend is not None:
             self._adopt(self._backend)
+
+
+def _state_mismatch(state: Mapping[str, Array], param: Array) -> str | None:
+    """The first key of a parameter's ``state`` whose array is not shaped like ``param``
+    (None: all are). Compares Python ints: no device read."""
+    shape = tuple(param.shape)
+    return next((key for key, value in state.items() if tuple(value.shape) != shape), None)

@@ -122,10 +122,17 @@ class Communicator:
             out = np.empty_like(x)
             self.comm.Allreduce(np.ascontiguousarray(x), out, op=self.MPI.SUM)
             return out
-        backend = backend_of(x)
+        return self.staged_sum(backend_of(x), x)
+
+    def staged_sum(self, backend: Any, x: Any, weight: float = 1.0) -> Any:
+        """``sum over ranks of weight * x`` for an array ``x`` of ``backend`` (any backend),
+        through the host: one device-to-host copy, one allreduce in place, one
+        host-to-device copy to an array of ``x``'s dtype."""
         host = _writable(backend.to_numpy(x))
-        self.comm.Allreduce(self.MPI.IN_PLACE, host, op=self.MPI.SUM)
-        return backend.asarray(host)
+        if weight != 1.0:
+            host *= weight
+        self.sum_in_place(host)
+        return backend.asarray(host, dtype=x.dtype)
 
     def sum_in_place(self, buffer: np.ndarray) -> np.ndarray:
         """Replace the host array ``buffer`` (contiguous) by its sum over all ranks."""
@@ -212,9 +219,10 @@ class Communicator:
             raise failure
         raise DistributedError(f"rank(s) {failed} failed: {said[failed[0]]}")
 
-    def gradient_reducer(self) -> GradientAverager:
-        """A fresh :class:`GradientAverager` for one ``fit``."""
-        return GradientAverager(self)
+    def gradient_reducer(self, backend: Any) -> GradientAverager:
+        """A fresh :class:`GradientAverager` for one ``fit`` of a model on ``backend``
+        (a Backend, resolved once by the caller)."""
+        return GradientAverager(self, backend)
 
     def check_same(self, what: Mapping[str, Any]) -> None:
         """Refuse to start unless every rank passes equal ``what`` (JSON-able values).
@@ -289,8 +297,9 @@ class GradientAverager:
     hide).
     """
 
-    def __init__(self, comm: Communicator) -> None:
+    def __init__(self, comm: Communicator, backend: Any) -> None:
         self.comm = comm
+        self.backend = backend
         self.weight = 1.0
         self._pending: list[tuple[int, dict[str, Any], np.ndarray, Any]] = []
         self._staged: list[tuple[int, dict[str, Any]]] = []
@@ -339,15 +348,9 @@ class GradientAverager:
 
     def _reduce_staged(self) -> list[tuple[int, dict[str, Any]]]:
         staged, self._staged = self._staged, []
-        first = next(iter(staged[0][1].values()))
-        backend = backend_of(first)
-        xp = backend.xp
+        xp = self.backend.xp
         flat = xp.concat([xp.reshape(g, (-1,)) for _, grads in staged for g in grads.values()])
-        host = _writable(backend.to_numpy(flat))
-        if self.weight != 1.0:
-            host *= self.weight
-        self.comm.sum_in_place(host)
-        reduced = backend.asarray(host)
+        reduced = self.comm.staged_sum(self.backend, flat, self.weight)
         out, offset = [], 0
         for index, grads in staged:
             layer = {}

@@ -324,7 +324,7 @@ def _fit(
             "validation_split": validation_split, "metrics": [m.name for m in bound],
             "callbacks": [type(cb).__name__ for cb in callbacks], "seed": seed,
             "stop_on_nonfinite": stop_on_nonfinite, "initial_epoch": initial_epoch})
-        reducer = distributed.gradient_reducer()
+        reducer = distributed.gradient_reducer(backend)
         verbose = verbose if distributed.rank == 0 else 0
         if validation is not None:
             validation = _shard_rows(*validation, distributed)

@@ -324,3 +324,36 @@ def test_host_buffers_handed_to_mpi_are_writable_and_contiguous():
     assert _writable(strided).flags.c_contiguous
     plain = np.arange(4.0)
     assert _writable(plain) is plain
+
+
+STAGED_STEP = """
+import array_api_strict as xp
+import portgd
+import portgd.distributed as distributed
+
+comm = distributed.Communicator()  # one process: the sum over ranks is the array itself
+reducer = comm.gradient_reducer(portgd.get_backend("array_api_strict"))
+
+
+def looked_up(x):
+    raise AssertionError("a training step looked its backend up")
+
+
+distributed.backend_of = looked_up
+reducer.begin(0.5)
+reducer.start(2, {"weight": xp.asarray([[1.0, 2.0], [3.0, 4.0]]), "bias": xp.asarray([6.0])})
+(index, grads), = reducer.wait()
+assert index == 2, index
+assert grads["weight"].shape == (2, 2) and grads["weight"].dtype == xp.float64
+assert xp.all(grads["weight"] == xp.asarray([[0.5, 1.0], [1.5, 2.0]]))
+assert xp.all(grads["bias"] == xp.asarray([3.0]))
+print("ok")
+"""
+
+
+def test_the_staged_reducer_uses_the_backend_fit_resolved_once():
+    """fit hands the model's Backend to gradient_reducer; a staged step (here
+    array_api_strict) scales, sums and unpacks without looking the backend up again."""
+    done = subprocess.run([sys.executable, "-c", STAGED_STEP], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr[-3000:]

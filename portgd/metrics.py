@@ -12,14 +12,29 @@ from typing import Any
 from .errors import InputError
 
 
+def first_max(xp: Any, p: Any, dtype: Any, device: Any) -> Any:
+    """``argmax(p, axis=1)`` (the first index on ties) as a ``dtype`` array.
+
+    ``min_j {j : p[i, j] == max_j p[i, j]}``, from the namespace's ``max``, ``where`` and
+    ``min``: the standard's ``argmax`` returns the default index dtype, int64, which a device
+    without int64 (array_api_strict's ``no_x64``) cannot create. A row with NaN gives its
+    last index. Shapes: ``p`` ``(n, k)`` -> ``(n,)``.
+    """
+    k = p.shape[1]
+    positions = xp.arange(k, dtype=dtype, device=device)
+    last = xp.full(p.shape, k - 1, dtype=dtype, device=device)
+    return xp.min(xp.where(p == xp.max(p, axis=1, keepdims=True), positions, last), axis=1)
+
+
 class Metric:
     name = "metric"
 
-    def bind(self, xp: Any, threshold: float, binary: bool) -> Metric:
-        """Fix the namespace, the decision threshold (0.5, or 0 for logits) and whether the
+    def bind(self, xp: Any, threshold: float, binary: bool, device: Any = None) -> Metric:
+        """Fix the namespace, the decision threshold (0.5, or 0 for logits), whether the
         outputs are independent binary decisions (binary cross-entropy) or one choice
-        among classes."""
+        among classes, and the device the arrays live on."""
         self.xp = xp
+        self.device = device
         self.threshold = threshold
         self.binary = binary
         return self
@@ -34,7 +49,8 @@ class Accuracy(Metric):
     Binary (one output, or binary cross-entropy over several independent outputs): each
     output's prediction ``yhat > threshold`` (0.5 for probabilities, 0 for logits) against
     ``y > 0.5``, averaged over the outputs as Keras's binary accuracy. Categorical:
-    ``argmax yhat`` against the integer label or the argmax of a one-hot target.
+    ``argmax yhat`` (first on ties) against the integer label or the argmax of a
+    one-hot target.
     """
 
     name = "accuracy"
@@ -45,9 +61,12 @@ class Accuracy(Metric):
             hit = (yhat > self.threshold) == (y > 0.5)
             return xp.sum(xp.astype(hit, yhat.dtype)) / yhat.shape[-1]
         else:
-            labels = y if y.ndim == 1 else xp.argmax(y, axis=-1)
-            predicted = xp.argmax(yhat, axis=-1)
-            hit = predicted == xp.astype(labels, predicted.dtype)
+            # Class positions are counted in the outputs' float dtype (exact below 2**24
+            # classes): the standard's argmax returns int64, which some devices lack.
+            dtype = yhat.dtype
+            labels = (xp.astype(y, dtype) if y.ndim == 1
+                      else first_max(xp, y, dtype, self.device))
+            hit = first_max(xp, yhat, dtype, self.device) == labels
         return xp.sum(xp.astype(hit, yhat.dtype))
 
 

@@ -50,6 +50,7 @@ from .callbacks import Callback
 from .errors import BackendError, BackendNotFoundError, InputError
 from .layers import Dense
 from .losses import MSE, BinaryCrossEntropy, CategoricalCrossEntropy, softplus
+from .metrics import first_max
 from .model import Sequential, mlp, param_name
 from .optim import make_optimizer, optimizer_from_state_dict
 
@@ -128,20 +129,6 @@ def _build_model(arch: dict[str, Any], seed: int, dtype: Any, backend: Any) -> S
                     -bound, bound, tuple(param.shape)).astype(model.dtype_name)
     model.load_state_dict(state)
     return model
-
-
-def _first_max(xp: Any, p: Any, index_dtype: Any, device: Any) -> Any:
-    """``argmax(p, axis=1)`` (the first index on ties) as an ``index_dtype`` array.
-
-    ``min_j {j : p[i, j] == max_j p[i, j]}``, from the namespace's ``max``, ``where`` and
-    ``min``: the standard's ``argmax`` returns the default index dtype, int64, which a device
-    without int64 (array_api_strict's ``no_x64``) cannot create. A row with NaN gives its
-    last index. Shapes: ``p`` ``(n, k)`` -> ``(n,)``.
-    """
-    k = p.shape[1]
-    positions = xp.arange(k, dtype=index_dtype, device=device)
-    last = xp.full(p.shape, k - 1, dtype=index_dtype, device=device)
-    return xp.min(xp.where(p == xp.max(p, axis=1, keepdims=True), positions, last), axis=1)
 
 
 def _label_dtype(backend: Any, host: np.dtype[Any], low: Any, high: Any) -> Any:
@@ -679,7 +666,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return xp.astype(p > 0.5, index_dtype)
         if self._output == "sigmoid":
             return xp.astype(p[:, 0] > 0.5, index_dtype)
-        return _first_max(xp, p, index_dtype, self.model_.backend.device)
+        return first_max(xp, p, index_dtype, self.model_.backend.device)
 
     def partial_fit(self, X: Any, y: Any, classes: Any = None) -> MLPClassifier:
         """One epoch over ``(X, y)``, keeping the weights and the optimizer state.

@@ -120,11 +120,13 @@ def _loss_for(model: Sequential, loss: str | Loss) -> Loss:
     return loss
 
 
-def _bind_metrics(metrics: Sequence[Any], loss: Loss, xp: Any) -> list[metrics_module.Metric]:
-    """Metric objects bound to ``xp`` and to how ``loss`` reads the outputs."""
+def _bind_metrics(metrics: Sequence[Any], loss: Loss, xp: Any,
+                  device: Any) -> list[metrics_module.Metric]:
+    """Metric objects bound to ``xp``, ``device`` and to how ``loss`` reads the outputs."""
     binary = isinstance(loss, losses_module.BinaryCrossEntropy)
     threshold = 0.0 if binary and loss.from_logits else 0.5
-    return [metrics_module.get(m).bind(xp, threshold, binary) for m in metrics]
+    return [metrics_module.get(m).bind(xp, threshold, binary, device=device)
+            for m in metrics]
 
 
 def _split(x: Any, y: Any, fraction: float) -> tuple[tuple[Any, Any], tuple[Any, Any]]:
@@ -310,7 +312,7 @@ def _fit(
         loss, optimizer, x, y, validation = _setup(
             model, x, y, loss, optimizer, epochs, batch_size, validation_data,
             validation_split, initial_epoch)
-        bound = _bind_metrics(metrics, loss, model.xp)
+        bound = _bind_metrics(metrics, loss, model.xp, model.backend.device)
         history = History()
         hooks = CallbackList(callbacks, model=model, optimizer=optimizer, history=history,
                              distributed=distributed)
@@ -469,7 +471,7 @@ def evaluate(
             raise InputError("evaluate needs loss=...: this model has not been fitted yet")
     loss = losses_module.get(loss)
     x, y = prepare(model, x, y, loss)
-    bound = _bind_metrics(metrics, loss, model.xp)
+    bound = _bind_metrics(metrics, loss, model.xp, model.backend.device)
     return _evaluate(model, x, y, loss, bound, batch_size)
 
 

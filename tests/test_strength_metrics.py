@@ -147,3 +147,24 @@ def test_batch_sums_are_device_scalars_in_the_model_dtype(dtype):
         total = metrics.get(name).bind(xp, 0.5, False).batch_sum(yhat, onehot)
         assert total.dtype == yhat.dtype and total.shape == ()
         assert float(total) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_categorical_accuracy_needs_no_int64_and_takes_the_first_maximum():
+    # array_api_strict's no_x64 device cannot hold the int64 that the standard's argmax
+    # returns; accuracy must still work there and agree with NumPy's argmax (first on ties).
+    import array_api_strict as strict
+
+    from portgd import metrics
+
+    device = strict.Device("no_x64")
+    yhat = np.array([[0.1, 0.7, 0.2], [0.4, 0.4, 0.2], [0.3, 0.3, 0.3], [0.0, 0.2, 0.9]],
+                    dtype=np.float32)
+    labels = np.array([1, 1, 0, 2])
+    expected = float(np.sum(np.argmax(yhat, axis=1) == labels))
+    assert expected == 3.0  # the tie in row 1 goes to class 0, a miss
+    onehot = np.eye(3, dtype=np.float32)[labels]
+    metric = metrics.get("accuracy").bind(strict, 0.5, False, device=device)
+    x = strict.asarray(yhat, device=device)
+    for target in (strict.asarray(labels.astype(np.int32), device=device),
+                   strict.asarray(onehot, device=device)):
+        assert float(metric.batch_sum(x, target)) == expected

@@ -20,7 +20,12 @@ if TYPE_CHECKING:
 
 def param_name(index: int, name: str) -> str:
     """A model-level parameter name: ``"<layer index>.<name>"``, e.g. ``"0.weight"``."""
-    return f"{index}.{name}"
+    return param_prefix(index) + name
+
+
+def param_prefix(index: int) -> str:
+    """What :func:`param_name` puts before the names of layer ``index``'s parameters."""
+    return f"{index}."
 
 
 def mlp(

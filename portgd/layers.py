@@ -46,8 +46,15 @@ class Layer:
         return in_features
 
     def bind(self, backend: Any) -> None:
-        """Take ``xp`` (and any fast paths) from ``backend``; parameters are not touched."""
-        self.xp = backend.xp
+        """Take ``xp`` (and any fast paths) from ``backend``; parameters are not touched.
+
+        ``reduce_sum`` and ``reduce_max`` are ``xp.sum`` and ``xp.max`` or the backend's
+        ``"sum"`` and ``"max"`` fast paths (the same numbers with less dispatch), for the
+        reductions of every step.
+        """
+        xp = self.xp = backend.xp
+        self.reduce_sum = backend.op("sum", xp.sum)
+        self.reduce_max = backend.op("max", xp.max)
 
     def build(self, backend: Any, rng: Any, dtype: Any) -> None:
         """Bind the layer to ``backend`` and draw its parameters from the host ``rng``."""
@@ -149,7 +156,7 @@ class Dense(Layer):
         """Store ``dW`` and ``db``; return ``dx`` unless ``need_input_grad`` is False."""
         self.grads = {"weight": self._x.T @ dout}
         if self.use_bias:
-            self.grads["bias"] = self.xp.sum(dout, axis=0)
+            self.grads["bias"] = self.reduce_sum(dout, axis=0)
         return dout @ self.params["weight"].T if need_input_grad else None
 
 
@@ -259,15 +266,15 @@ class Softmax(Layer):
         xp = self.xp
         self.logits = x
         #: ``x - max x`` and ``sum exp(x - max x)`` per sample, kept for the fused loss
-        self.shifted = x - xp.max(x, axis=-1, keepdims=True)
+        self.shifted = x - self.reduce_max(x, axis=-1, keepdims=True)
         e = xp.exp(self.shifted)
-        self.total = xp.sum(e, axis=-1, keepdims=True)
+        self.total = self.reduce_sum(e, axis=-1, keepdims=True)
         self.output = e / self.total
         return self.output
 
     def backward(self, dout: Any) -> Any:
         y = self.output
-        return y * (dout - self.xp.sum(dout * y, axis=-1, keepdims=True))
+        return y * (dout - self.reduce_sum(dout * y, axis=-1, keepdims=True))
 
 
 #: sqrt(2 / pi), the scale of the tanh form of GELU

@@ -262,14 +262,17 @@ class CategoricalCrossEntropy(_CrossEntropy):
                                    y, scale)
 
     @staticmethod
-    def _shifted_value(xp: Any, shifted: Any, total: Any, y: Any, scale: float) -> Any:
-        """The loss from ``shifted = z - max z`` and ``total = sum exp(shifted)``, (N, 1)."""
-        return xp.sum(xp.log(total[:, 0]) - xp.sum(y * shifted, axis=-1)) * scale
+    def _shifted_value(xp: Any, shifted: Any, total: Any, y: Any, scale: float,
+                       reduce_sum: Any = None) -> Any:
+        """The loss from ``shifted = z - max z`` and ``total = sum exp(shifted)``, (N, 1);
+        ``reduce_sum`` is ``xp.sum`` or a backend's fast path for it."""
+        reduce_sum = xp.sum if reduce_sum is None else reduce_sum
+        return reduce_sum(xp.log(total[:, 0]) - reduce_sum(y * shifted, axis=-1)) * scale
 
     def _layer_value(self, xp: Any, layer: Layer, y: Any, scale: float) -> Any:
         """The Softmax layer already holds ``z - max z`` and its exponentials' sum: no
         second pass over the logits."""
-        return self._shifted_value(xp, layer.shifted, layer.total, y, scale)
+        return self._shifted_value(xp, layer.shifted, layer.total, y, scale, layer.reduce_sum)
 
     def check_targets(self, host_y: Any, outputs: int) -> None:
         if host_y.ndim == 1:

@@ -254,7 +254,9 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
     :data:`OPTIMIZER_STEPS` steps on a 7x5 parameter; an in-place rule that takes
     ``may_overwrite_grad`` runs both ways), ``"relu_backward"`` (inputs with zeros, signed
     infinities and NaN) and ``"linear_steps"`` (25 plain steps on a 6x3 system, one and two
-    right-hand sides). Any other key raises LookupError: portgd would never call it.
+    right-hand sides), ``"sum"`` and ``"max"`` (``xp.sum``/``xp.max`` over every axis and
+    none, with and without ``keepdims``, on inputs with infinities and NaN). Any other key
+    raises LookupError: portgd would never call it.
     """
     if key not in backend.fast:
         raise LookupError(f"{backend} has no fast path {key!r}")
@@ -262,13 +264,15 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
         return [_relu_run(backend, dtype)]
     if key == "linear_steps":
         return [_linear_run(backend, dtype, shape) for shape in ((6,), (6, 2))]
+    if key in ("sum", "max"):
+        return [_reduction_run(backend, key, dtype)]
     base, _, mode = key.partition(":")
     optimizers = _optimizer_classes()
     if base not in optimizers or mode not in ("", "inplace"):
         known = ", ".join(f"{name!r}, '{name}:inplace'" for name in sorted(optimizers))
         raise LookupError(
             f"{backend} offers a fast path {key!r}, a name portgd never looks up, so it never "
-            f"runs; the names are {known}, 'relu_backward' and 'linear_steps'")
+            f"runs; the names are {known}, 'relu_backward', 'linear_steps', 'sum' and 'max'")
     in_place = mode == "inplace"
     runs = []
     for kwargs in OPTIMIZER_CASES.get(base, ({},)):
@@ -330,6 +334,21 @@ def _relu_run(backend: Any, dtype: str) -> FastPathRun:
         generic = relu_backward(x, dout, backend.xp)
     return FastPathRun("relu_backward", "zeros, infinities and NaN",
                        {"result": backend.to_numpy(fast)}, {"result": backend.to_numpy(generic)})
+
+
+def _reduction_run(backend: Any, key: str, dtype: str) -> FastPathRun:
+    inf, nan = float("inf"), float("nan")
+    rows = [[0.5, -2.0, 3.25, 1e-3], [-inf, 4.0, -0.75, 2.5], [1.5, nan, 0.0, -1.0]]
+    x = backend.asarray(rows, dtype=dtype)
+    fast, generic = backend.fast[key], getattr(backend.xp, key)
+    got, want = {}, {}
+    with np.errstate(invalid="ignore"):
+        for axis in (None, 0, 1, -1):
+            for keepdims in (False, True):
+                name = f"axis={axis}, keepdims={keepdims}"
+                got[name] = backend.to_numpy(fast(x, axis=axis, keepdims=keepdims))
+                want[name] = backend.to_numpy(generic(x, axis=axis, keepdims=keepdims))
+    return FastPathRun(key, "every axis, infinities and NaN", got, want)
 
 
 def _linear_run(backend: Any, dtype: str, y_shape: tuple[int, ...]) -> FastPathRun:

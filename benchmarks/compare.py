@@ -10,20 +10,29 @@ For each MLP shape of ``portgd.bench`` (the 4096-wide one only with --large or a
 - PyTorch eager: ``nn.Linear`` layers, ``F.cross_entropy`` / ``binary_cross_entropy_with_logits``
   on the logits, ``torch.optim.SGD``, the same batches.
 
+Two small cases, where Python rather than the matrix products sets the pace, join them: an
+8-16-16-4 model at batch 128 with SGD, and a digits-sized 64-128-64-10 model at batch 32 with
+Adam, against a hand-written NumPy Adam loop (in place, as a careful user writes it) and
+``torch.optim.Adam``. Their epochs run eight times as many steps.
+
 Every contender gets the same number of threads (BLAS/OpenMP, set with threadpoolctl and
-``torch.set_num_threads``), and TF32 is off on both sides on a GPU. The contenders run in
+``torch.set_num_threads``): each case runs at the machine's default and at one thread
+unless ``--threads`` names the settings. TF32 is off on both sides on a GPU. The contenders run in
 rounds, one epoch each per round in a shuffled order, after one warm-up epoch each (see
 ``interleaved``). The table gives each contender's median epoch time over ``--repeats``
 rounds and the median of its per-round ratios to the hand-written loop and to PyTorch. The
 script also measures the machine's float32 matmul throughput at each case's shapes (the peak
 the fraction refers to) and the resident memory after every portgd epoch.
 
-    python benchmarks/compare.py --threads 1 --markdown
+    python benchmarks/compare.py --markdown
+    python benchmarks/compare.py --threads 1 --case b128 --repeats 25
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import itertools
 import json
 import platform
@@ -38,6 +47,34 @@ import numpy as np
 
 import portgd
 from portgd import bench
+
+
+@dataclasses.dataclass(frozen=True)
+class Case(bench.Case):
+    """A ``portgd bench`` case and how compare.py trains it."""
+
+    optimizer: str = "sgd"  # "sgd" or "adam"
+    lr: float = 0.01
+    step_factor: int = 1  # epochs run step_factor x --steps steps
+
+
+CASES: tuple[Case, ...] = (
+    *(Case(**dataclasses.asdict(case)) for case in bench.CASES),
+    Case("8-16-16-4 relu/ce b128", (8, 16, 16, 4), "relu", "softmax", 128, step_factor=8),
+    Case("64-128-64-10 relu/ce b32 adam", (64, 128, 64, 10), "relu", "softmax", 32,
+         optimizer="adam", lr=0.001, step_factor=8),
+)
+ADAM = {"betas": (0.9, 0.999), "eps": 1e-8}  # portgd's and torch's defaults
+
+
+def select_cases(names: list[str] | None) -> list[Case]:
+    """The cases whose names contain one of ``names`` (all without names)."""
+    if not names:
+        return list(CASES)
+    unknown = [n for n in names if not any(n in c.name for c in CASES)]
+    if unknown:
+        raise SystemExit(f"no case matches {unknown}; cases: {[c.name for c in CASES]}")
+    return [c for c in CASES if any(n in c.name for n in names)]
 
 
 def _rss_mb() -> float:
@@ -97,11 +134,11 @@ def interleaved(
 
 
 def portgd_epoch(
-    case: bench.Case, backend: Any, x: np.ndarray, y: np.ndarray
+    case: Case, backend: Any, x: np.ndarray, y: np.ndarray
 ) -> Callable[[], float]:
     """One epoch of ``Sequential.fit`` per call, timed inside fit (its data setup excluded)."""
     model = bench.build(case, backend)
-    optimizer = portgd.optim.SGD(lr=0.01)
+    optimizer = portgd.optim.make_optimizer(case.optimizer, lr=case.lr)
     timer = bench.EpochTimer(model.backend)
     targets = y if case.output == "softmax" else y.reshape(-1, 1)
 
@@ -115,12 +152,14 @@ def portgd_epoch(
 
 # -- hand-written loop: NumPy or CuPy ----------------------------------------------------------
 def hand_written(
-    case: bench.Case, x: Any, y: Any, xp: Any
+    case: Case, x: Any, y: Any, xp: Any
 ) -> tuple[Callable[[], None], list[Any]]:
     """The same math as portgd's fit for ``case``, written out with ``xp`` (numpy or cupy).
 
     Returns a function that runs one epoch, and the list ``[W0, b0, W1, b1, ...]`` of the
-    arrays it updates in place (the batch order is drawn as ``fit(seed=0)`` draws it).
+    arrays it updates in place (the batch order is drawn as ``fit(seed=0)`` draws it). The
+    update is SGD, or Adam (``portgd.optim.rules.adam_update``'s formula) with the moments
+    updated in place.
     """
     model = bench.build(case, "numpy")  # the same initial weights as portgd's model
     params = [xp.asarray(v) for v in model.state_dict().values()]
@@ -133,7 +172,31 @@ def hand_written(
         targets = xp.asarray(y.reshape(-1, 1).astype(np.float32))
     data = xp.asarray(x)
     rng = np.random.default_rng(0)
-    lr = np.float32(0.01)
+    lr = case.lr
+    adam = case.optimizer == "adam"
+    beta1, beta2 = ADAM["betas"]
+    moments = [(xp.zeros_like(p), xp.zeros_like(p)) for p in params]
+    steps = [0]
+
+    def update(p: Any, g: Any, moment: tuple[Any, Any]) -> None:
+        if not adam:
+            g *= lr  # in place, as a careful hand-written loop would
+            p -= g
+            return
+        m, v = moment
+        t = steps[0]
+        m *= beta1
+        m += (1.0 - beta1) * g
+        v *= beta2
+        g *= g
+        g *= 1.0 - beta2
+        v += g
+        denom = xp.sqrt(v)
+        denom /= (1.0 - beta2**t) ** 0.5
+        denom += ADAM["eps"]
+        xp.divide(m, denom, out=denom)
+        denom *= lr / (1.0 - beta1**t)
+        p -= denom
 
     def sigmoid(z: Any) -> Any:  # the stable form portgd uses: no overflow in either tail
         e = xp.exp(-xp.abs(z))
@@ -163,23 +226,22 @@ def hand_written(
                 p = sigmoid(z)
                 total += (xp.maximum(z, 0) + xp.log1p(xp.exp(-xp.abs(z))) - tb * z).sum() / m
             d = (p - tb) / m
+            steps[0] += 1
             for i in range(len(weights) - 1, -1, -1):
                 gw, gb = acts[i].T @ d, d.sum(axis=0)
                 if i > 0:
                     d = d @ weights[i].T
                     a = acts[i]
                     d = d * (pre[i - 1] > 0) if relu else d * a * (1 - a)
-                gw *= lr  # in place, as a careful hand-written loop would
-                gb *= lr
-                weights[i] -= gw
-                biases[i] -= gb
+                update(weights[i], gw, moments[2 * i])
+                update(biases[i], gb, moments[2 * i + 1])
         float(total)  # one read per epoch, as portgd's History does
 
     return epoch, params
 
 
 # -- PyTorch eager -----------------------------------------------------------------------------
-def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str
+def torch_eager(case: Case, x: np.ndarray, y: np.ndarray, device: str
                 ) -> Callable[[], float]:
     """One epoch of PyTorch eager on the same model and batches per call; returns seconds."""
     import torch
@@ -200,7 +262,10 @@ def torch_eager(case: bench.Case, x: np.ndarray, y: np.ndarray, device: str
         for lin, w, b in zip(linears, state[0::2], state[1::2], strict=True):
             lin.weight.copy_(torch.from_numpy(w.T.copy()))
             lin.bias.copy_(torch.from_numpy(b))
-    opt = torch.optim.SGD(net.parameters(), lr=0.01)
+    if case.optimizer == "adam":
+        opt = torch.optim.Adam(net.parameters(), lr=case.lr, **ADAM)
+    else:
+        opt = torch.optim.SGD(net.parameters(), lr=case.lr)
     data = torch.from_numpy(x).to(device)
     if case.output == "softmax":
         labels = torch.from_numpy(y).to(device)
@@ -262,10 +327,91 @@ def case_peak(case: bench.Case, xp: Any = np, sync: Callable[[], None] = lambda:
 
 
 # -- driver ------------------------------------------------------------------------------------
+def _threads(value: str) -> int | None:
+    if value == "default":
+        return None
+    count = int(value)
+    if count < 1:
+        raise argparse.ArgumentTypeError("--threads takes a positive count or 'default'")
+    return count
+
+
+@contextlib.contextmanager
+def thread_count(threads: int | None) -> Any:
+    """BLAS/OpenMP (threadpoolctl) and torch limited to ``threads`` inside; None leaves the
+    machine's defaults."""
+    if threads is None:
+        yield
+        return
+    from threadpoolctl import threadpool_limits
+
+    torch = sys.modules.get("torch")
+    before = torch.get_num_threads() if torch else None
+    with threadpool_limits(limits=threads):
+        if torch:
+            torch.set_num_threads(threads)
+        try:
+            yield
+        finally:
+            if torch:
+                torch.set_num_threads(before)
+
+
+def measure(case: Case, backends: list[Any], args: argparse.Namespace,
+            threads: int | None) -> dict[str, Any]:
+    """One table row: every contender on ``case`` at ``threads``, interleaved."""
+    names = [b.name for b in backends]
+    gpu = any(bench.is_gpu(b) for b in backends)
+    steps = args.steps * case.step_factor
+    x, y = bench.synthetic(case, case.batch_size * steps)
+    flop = case.flops_per_sample() * x.shape[0]
+    row: dict[str, Any] = {"case": case.name, "threads": threads or "default", "steps": steps}
+    cpu_contenders = not case.large or args.large
+    contenders: dict[str, Callable[[], float]] = {}
+    for backend in backends:
+        if cpu_contenders or bench.is_gpu(backend):
+            name = f"portgd-{backend.name}@{backend.device_name}"
+            contenders[name] = portgd_epoch(case, backend, x, y)
+    if "numpy" in names and cpu_contenders:
+        contenders["numpy-hand"] = _timed(hand_written(case, x, y, np)[0], lambda: None)
+    if "cupy" in names:
+        import cupy
+
+        def cupy_sync() -> None:
+            cupy.cuda.Device().synchronize()
+
+        contenders["cupy-hand"] = _timed(hand_written(case, x, y, cupy)[0], cupy_sync)
+    if not args.no_torch:
+        for device in ["cpu"] * cpu_contenders + ["cuda"] * gpu:
+            contenders[f"torch-eager-{device}"] = torch_eager(case, x, y, device)
+    seconds = interleaved(contenders, args.repeats)
+    row["ms_per_step"] = {name: 1e3 * statistics.median(t) / steps
+                          for name, t in seconds.items()}
+    row["ratios"] = {
+        name: {ref: statistics.median(a / b for a, b in zip(t, seconds[ref], strict=True))
+               for ref in _references(name) if ref in seconds and ref != name}
+        for name, t in seconds.items()
+    }
+    if "numpy" in names and cpu_contenders:
+        memory = Memory()
+        model = bench.build(case, "numpy")
+        model.fit(x, y if case.output == "softmax" else y.reshape(-1, 1), loss=case.loss(),
+                  optimizer=case.optimizer, epochs=6, batch_size=case.batch_size, verbose=0,
+                  callbacks=[memory])
+        row["rss_mb_per_epoch"] = [round(v, 1) for v in memory.rss]
+        row["numpy-peak-gflops"] = case_peak(case)
+    if "cupy" in names:
+        row["cupy-peak-gflops"] = case_peak(case, cupy, cupy_sync)
+    row["gflop_per_step"] = flop / steps / 1e9
+    return row
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS/OpenMP/torch threads for every contender (default: all)")
+    parser.add_argument("--threads", type=_threads, action="append", default=None,
+                        metavar="N|default",
+                        help="BLAS/OpenMP/torch threads for every contender (repeatable; "
+                             "default: the machine's default, then 1)")
     parser.add_argument("--backend", action="append", default=None,
                         help="portgd backend as NAME or NAME@DEVICE, e.g. torch@cuda:0 "
                              "(repeatable; default: numpy, torch, and cupy if usable)")
@@ -277,71 +423,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     parser.add_argument("--markdown", action="store_true", help="print a markdown table")
     args = parser.parse_args(argv)
+    settings = args.threads or [None, 1]
+    if not args.no_torch:
+        with contextlib.suppress(ImportError):
+            import torch  # noqa: F401  (thread_count sets its threads too)
 
-    if args.threads is not None:
-        from threadpoolctl import threadpool_limits
-
-        threadpool_limits(limits=args.threads)
-        try:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        except ImportError:
-            pass
     specs = args.backend or [n for n in ("numpy", "torch", "cupy")
                              if {i.name: i for i in portgd.available_backends()}[n].usable]
     backends = [portgd.get_backend(*spec.split("@", 1)) for spec in specs]
-    names = [b.name for b in backends]
     gpu = any(bench.is_gpu(b) for b in backends)
-    cases = [c for c in bench.select_cases(args.case) if not c.large or args.large or gpu]
+    cases = [c for c in select_cases(args.case) if not c.large or args.large or gpu]
     rows = []
-    for case in cases:
-        x, y = bench.synthetic(case, case.batch_size * args.steps)
-        flop = case.flops_per_sample() * x.shape[0]
-        row: dict[str, Any] = {"case": case.name, "steps": args.steps}
-        cpu_contenders = not case.large or args.large
-        contenders: dict[str, Callable[[], float]] = {}
-        for backend in backends:
-            if cpu_contenders or bench.is_gpu(backend):
-                name = f"portgd-{backend.name}@{backend.device_name}"
-                contenders[name] = portgd_epoch(case, backend, x, y)
-        if "numpy" in names and cpu_contenders:
-            contenders["numpy-hand"] = _timed(hand_written(case, x, y, np)[0], lambda: None)
-        if "cupy" in names:
-            import cupy
-
-            def cupy_sync() -> None:
-                cupy.cuda.Device().synchronize()
-
-            contenders["cupy-hand"] = _timed(hand_written(case, x, y, cupy)[0], cupy_sync)
-        if not args.no_torch:
-            for device in ["cpu"] * cpu_contenders + ["cuda"] * gpu:
-                contenders[f"torch-eager-{device}"] = torch_eager(case, x, y, device)
-        seconds = interleaved(contenders, args.repeats)
-        row["ms_per_step"] = {name: 1e3 * statistics.median(t) / args.steps
-                              for name, t in seconds.items()}
-        row["ratios"] = {
-            name: {ref: statistics.median(a / b for a, b in zip(t, seconds[ref], strict=True))
-                   for ref in _references(name) if ref in seconds and ref != name}
-            for name, t in seconds.items()
-        }
-        if "numpy" in names and cpu_contenders:
-            memory = Memory()
-            model = bench.build(case, "numpy")
-            model.fit(x, y if case.output == "softmax" else y.reshape(-1, 1), loss=case.loss(),
-                      optimizer="sgd", epochs=6, batch_size=case.batch_size, verbose=0,
-                      callbacks=[memory])
-            row["rss_mb_per_epoch"] = [round(v, 1) for v in memory.rss]
-            row["numpy-peak-gflops"] = case_peak(case)
-        if "cupy" in names:
-            row["cupy-peak-gflops"] = case_peak(case, cupy, cupy_sync)
-        row["gflop_per_step"] = flop / args.steps / 1e9
-        rows.append(row)
-        print(json.dumps(row), file=sys.stderr, flush=True)
+    for threads in settings:
+        with thread_count(threads):
+            for case in cases:
+                row = measure(case, backends, args, threads)
+                rows.append(row)
+                print(json.dumps(row), file=sys.stderr, flush=True)
     machine = {
         "python": platform.python_version(), "numpy": np.__version__,
         "processor": platform.processor() or platform.machine(),
-        "threads": args.threads,
+        "threads": ["default" if t is None else t for t in settings],
     }
     try:
         from threadpoolctl import threadpool_info
@@ -373,14 +475,14 @@ def _references(name: str) -> tuple[str, str]:
 def markdown(rows: list[dict[str, Any]]) -> str:
     """ms/step per contender, per-round median ratios to the hand-written loop and PyTorch,
     GFLOP/s and the fraction of the matmul peak."""
-    lines = ["| case | contender | ms/step | vs hand-written | vs torch eager | GFLOP/s | "
-             "% of matmul peak |", "|---|---|---:|---:|---:|---:|---:|"]
+    lines = ["| case | threads | contender | ms/step | vs hand-written | vs torch eager | "
+             "GFLOP/s | % of matmul peak |", "|---|---|---|---:|---:|---:|---:|---:|"]
     for row in rows:
         for name, ms in row["ms_per_step"].items():
             ratios = row["ratios"][name]
             peak = row.get("cupy-peak-gflops" if _gpu_side(name) else "numpy-peak-gflops")
             gflops = row["gflop_per_step"] / (ms / 1e3)
-            cells = [row["case"], name, f"{ms:.3f}"]
+            cells = [row["case"], str(row["threads"]), name, f"{ms:.3f}"]
             cells += [f"{ratios[ref]:.3f}x" if ref in ratios else "-" for ref in _references(name)]
             cells += [f"{gflops:.1f}", f"{100 * gflops / peak:.0f}%" if peak else "-"]
             lines.append("| " + " | ".join(cells) + " |")

@@ -81,12 +81,11 @@ NOT_SELECTED = (
     "tests/test_distributed.py",
     "tests/test_sklearn*.py",
     "tests/test_strength_mutation_recipe.py",
-    # JAX and dask's threaded scheduler start threads in mutmut's parent process; a child
-    # forked from it for a mutant then waits for ever on their locks. Their cases run the
-    # same generic core as the NumPy cases kept here.
+    # JAX starts threads in mutmut's parent process; a child forked from it for a mutant
+    # then waits for ever on their locks. These cases run the generic core that the NumPy
+    # cases run (the plugin keeps dask on the calling thread, so its tests stay in).
     "tests/test_any_library.py",
     "tests/test_jax_backend.py",
-    "tests/test_lazy_backend.py",
 )
 
 #: tests that measure memory with tracemalloc: mutmut's trampolines (one extra call frame

@@ -8,6 +8,9 @@ Two things make a run per mutant short without weakening what it checks:
   compare a backend against the NumPy reference, still run with NumPy as the reference).
 * Hypothesis draws deterministic examples and does not shrink a failure: a mutant only needs
   one failing example to be killed, and shrinking one can take longer than the whole test.
+* dask computes on the calling thread (its "synchronous" scheduler): mutmut forks each
+  mutant's test run from a process that has run tests already, and a thread pool started
+  there is gone in the child, which would wait on it for ever. The results are the same.
 """
 
 from __future__ import annotations
@@ -30,6 +33,12 @@ def _on_other_backend(item: Any) -> bool:
 
 
 def pytest_configure(config: Any) -> None:
+    try:
+        import dask
+    except ImportError:  # pragma: no cover - dask is in the test extra
+        pass
+    else:
+        dask.config.set(scheduler="synchronous")
     try:
         from hypothesis import Phase, settings
     except ImportError:  # pragma: no cover - hypothesis is in the test extra

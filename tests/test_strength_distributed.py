@@ -1,0 +1,226 @@
+"""Data-parallel ``fit`` in one process: the ranks as threads (tests/threadcomm.py).
+
+tests/test_distributed.py runs these paths under a real ``mpiexec``, out of reach of a
+mutation run; here the same code runs in process: N thread ranks must give one process's
+numbers, and every start-up check must name what differs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from threadcomm import Aborted, outcomes, run_ranks
+
+import portgd
+from portgd import Sequential, callbacks, optim
+from portgd.distributed import Communicator
+from portgd.layers import Dense, Softmax, Tanh
+from portgd.losses import MSE, CategoricalCrossEntropy
+
+pytest.importorskip("mpi4py")
+
+N, FEATURES, CLASSES = 52, 4, 3  # batches of 16: 16/16/16/4, shared by up to 4 ranks
+
+
+def _data(n=N):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(n, FEATURES))
+    return x, rng.integers(0, CLASSES, size=n)
+
+
+def _model(seed=3, hidden=6, backend="numpy", softmax=True):
+    layers = [Dense(FEATURES, hidden), Tanh(), Dense(hidden, CLASSES)]
+    return Sequential(layers + [Softmax()] * softmax, seed=seed, dtype="float64",
+                      backend=backend)
+
+
+def _fit(model, comm=None, *, x=None, y=None, **overrides):
+    data_x, data_y = _data()
+    kwargs = dict(loss="ce", optimizer=optim.Adam(lr=0.05, clip_value=0.5), epochs=3,
+                  batch_size=16, validation_split=0.25, metrics=["accuracy"], verbose=0,
+                  seed=11)
+    kwargs.update(overrides)
+    history = model.fit(data_x if x is None else x, data_y if y is None else y,
+                        distributed=None if comm is None else Communicator(comm), **kwargs)
+    return model, history
+
+
+def _close(a, b, tol=1e-10):
+    a, b = np.asarray(a, dtype=np.float64), np.asarray(b, dtype=np.float64)
+    scale = max(float(np.abs(b).max()), 1e-300)
+    return float(np.abs(a - b).max()) / scale <= tol
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("case", ["adam-clip", "sgd-sum-loss", "strict-staged"])
+def test_thread_ranks_train_as_one_process(ranks, case):
+    overrides = {}
+    backend = "numpy"
+    if case == "sgd-sum-loss":
+        overrides = dict(loss=CategoricalCrossEntropy(from_logits=False, reduction="sum"),
+                         optimizer=optim.SGD(lr=0.01, momentum=0.9, nesterov=True),
+                         shuffle=False)
+    elif case == "strict-staged":
+        pytest.importorskip("array_api_strict")
+        backend = "array_api_strict"
+    optimizer = overrides.pop("optimizer", None)
+
+    def make_optimizer():
+        return optim.Adam(lr=0.05, clip_value=0.5) if optimizer is None else (
+            optim.SGD(**optimizer.config()))
+
+    reference, history = _fit(_model(backend=backend), optimizer=make_optimizer(),
+                              **overrides)
+    results = run_ranks(ranks, lambda comm: _fit(_model(backend=backend), comm,
+                                                 optimizer=make_optimizer(), **overrides))
+    want = reference.state_dict()
+    for model, got in results:
+        for name, value in model.state_dict().items():
+            assert _close(value, want[name]), (case, ranks, name)
+        for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+            assert _close(got.history[key], history.history[key]), (case, ranks, key)
+    first = results[0][0].state_dict()
+    for model, _ in results[1:]:  # the replicas stay identical, bit for bit
+        assert all(np.array_equal(v, first[k]) for k, v in model.state_dict().items())
+
+
+def _mismatch(rank, variant):
+    """Keyword arguments of ``_fit`` for ``rank``: rank 1 differs as ``variant`` says."""
+    model, kwargs = _model(), {}
+    if rank == 0:
+        return model, kwargs
+    x, y = _data()
+    if variant == "the parameters":
+        model.layers[0].params["weight"][1, 2] += 1e-9
+    elif variant == "the model":
+        model = _model(hidden=7)
+    elif variant == "the optimizer":
+        kwargs["optimizer"] = optim.Adam(lr=0.04, clip_value=0.5)
+    elif variant == "the optimizer state":
+        opt = optim.Adam(lr=0.05, clip_value=0.5)
+        state = opt.state_dict()
+        state["param_steps"] = {"0.weight": 1}
+        state["state"] = {"0.weight": {"exp_avg": np.ones((FEATURES, 6)),
+                                       "exp_avg_sq": np.ones((FEATURES, 6))}}
+        opt.load_state_dict(state)
+        kwargs["optimizer"] = opt
+    elif variant == "the loss":
+        kwargs["loss"] = CategoricalCrossEntropy(from_logits=False, reduction="sum")
+    elif variant == "the data":
+        kwargs["x"], kwargs["y"] = x[:-1], y[:-1]
+    elif variant == "the data values":
+        x = x.copy()
+        x[5, 2] += 1.0
+        kwargs["x"] = x
+    elif variant == "the data order":
+        order = np.arange(N)
+        order[[3, 9]] = order[[9, 3]]
+        kwargs["x"], kwargs["y"] = x[order], y[order]
+    elif variant == "the validation data":
+        x = x.copy()
+        x[-1, 0] += 1.0  # the last rows are held out by validation_split
+        kwargs["x"] = x
+    elif variant == "the batch order (generator state)":
+        kwargs["seed"] = None
+        model.rng.random()
+    elif variant == "the fit arguments":
+        kwargs["epochs"] = 4
+    return model, kwargs
+
+
+EXPECTED_KEY = {"the data order": "the data values", "the validation data": "the data values"}
+
+
+@pytest.mark.parametrize("variant", [
+    "the parameters", "the model", "the optimizer", "the optimizer state", "the loss",
+    "the data", "the data values", "the data order", "the validation data",
+    "the batch order (generator state)", "the fit arguments",
+])
+def test_every_rank_refuses_a_rank_that_starts_differently(variant):
+    def work(comm):
+        model, kwargs = _mismatch(comm.Get_rank(), variant)
+        if variant == "the batch order (generator state)" and comm.Get_rank() == 0:
+            kwargs["seed"] = None
+        return _fit(model, comm, **kwargs)
+
+    _, errors = outcomes(2, work)
+    key = EXPECTED_KEY.get(variant, variant)
+    for error in errors:
+        assert isinstance(error, portgd.DistributedError), repr(error)
+        assert f"{key}: rank(s) [1] differ from rank 0" in str(error)
+        assert "the 2 ranks do not start alike" in str(error)
+    if variant not in ("the model", "the data", "the optimizer state"):  # more than one
+        assert str(errors[0]).count("differ from rank 0") == 1, str(errors[0])
+
+
+def test_identical_ranks_pass_the_start_up_check():
+    results = run_ranks(2, lambda comm: _fit(_model(), comm, epochs=1))
+    assert len(results) == 2
+
+
+def test_more_ranks_than_the_smallest_global_batch_are_refused_on_every_rank():
+    # 52 samples, validation 13 -> 39 training samples in batches 16/16/7; the last has 7
+    _, errors = outcomes(8, lambda comm: _fit(_model(), comm))
+    for error in errors:
+        assert isinstance(error, portgd.DistributedError)
+        assert str(error).startswith("8 ranks cannot share a global batch of 7 samples "
+                                     "(batch_size=16, 39 training samples); use at most 7")
+
+
+def test_the_same_refusal_on_every_rank_is_raised_on_every_rank():
+    _, errors = outcomes(2, lambda comm: _fit(_model(), comm, epochs=0))
+    for error in errors:
+        assert isinstance(error, portgd.InputError) and getattr(error, "on_every_rank", False)
+        assert "epochs must be a positive int" in str(error)
+
+
+def test_one_failing_rank_ends_the_whole_job(capsys):
+    class Fail(callbacks.Callback):
+        def on_epoch_end(self, epoch, logs):
+            if self.distributed.rank == 1:
+                raise RuntimeError("injected failure")
+
+    _, errors = outcomes(2, lambda comm: _fit(_model(), comm, callbacks=[Fail()]))
+    assert all(isinstance(e, Aborted) and e.code == 1 for e in errors), errors
+    printed = capsys.readouterr().err
+    assert ("portgd: rank 1 of 2 failed: RuntimeError: injected failure; ending the whole "
+            "job") in printed
+
+
+def test_a_refusal_on_one_rank_only_ends_the_job_naming_that_rank(capsys):
+    def work(comm):
+        return _fit(_model(), comm, batch_size=16 if comm.Get_rank() == 0 else 0)
+
+    _, errors = outcomes(2, work)
+    assert all(isinstance(e, Aborted) for e in errors), errors
+    printed = capsys.readouterr().err
+    assert "portgd: rank 1 of 2 failed: InputError: batch_size must be" in printed
+    assert "portgd: rank 0 of 2 failed: DistributedError: rank(s) [1] failed: InputError" in (
+        printed)
+
+
+def test_a_non_finite_global_loss_stops_every_rank_alike():
+    _, y = _data()
+
+    def work(comm):  # a step far too long: the weights overflow in the first epoch
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _fit(_model(softmax=False), comm, loss=MSE(), y=np.eye(CLASSES)[y],
+                        optimizer=optim.SGD(lr=1e300), metrics=[])
+
+    _, errors = outcomes(2, work)
+    for error in errors:
+        assert isinstance(error, portgd.NonFiniteLossError), repr(error)
+        assert "in epoch 1" in str(error)
+
+
+def test_early_stopping_decides_alike_on_every_rank():
+    def work(comm):
+        stop = callbacks.EarlyStopping(monitor="val_loss", patience=0, min_delta=10.0)
+        return _fit(_model(), comm, epochs=5, callbacks=[stop])
+
+    results = run_ranks(2, work)
+    reference = _fit(_model(), epochs=5,
+                     callbacks=[callbacks.EarlyStopping(monitor="val_loss", patience=0,
+                                                        min_delta=10.0)])[1]
+    for _, history in results:
+        assert history.epochs == reference.epochs == [0, 1]

@@ -26,6 +26,10 @@ from typing import Any
 import numpy as np
 
 _local = threading.local()
+# module-level names: a ufunc found here costs about 0.25 us less per call than np.<name>,
+# and an Adam step on one parameter makes 13 calls
+add, subtract, multiply, divide = np.add, np.subtract, np.multiply, np.divide
+sqrt, maximum = np.sqrt, np.maximum
 
 
 def _scratch(like: np.ndarray) -> np.ndarray:
@@ -63,23 +67,23 @@ def sgd_inplace(param, grad, state, hp, step, *, xp, may_overwrite_grad=False):
         s = _scratch(param)
     momentum = hp["momentum"]
     if momentum == 0.0:
-        np.multiply(g, hp["lr"], out=s)
-        np.subtract(param, s, out=param)
+        multiply(g, hp["lr"], out=s)
+        subtract(param, s, out=param)
         return param, {}
     if step == 1:
         buf = np.array(g, copy=True)
     else:
         buf = state["momentum_buffer"]
-        np.multiply(buf, momentum, out=buf)
-        np.multiply(g, 1.0 - hp["dampening"], out=s)
-        np.add(buf, s, out=buf)
+        multiply(buf, momentum, out=buf)
+        multiply(g, 1.0 - hp["dampening"], out=s)
+        add(buf, s, out=buf)
     if hp["nesterov"]:
-        np.multiply(buf, momentum, out=s)
-        np.add(g, s, out=s)
-        np.multiply(s, hp["lr"], out=s)
+        multiply(buf, momentum, out=s)
+        add(g, s, out=s)
+        multiply(s, hp["lr"], out=s)
     else:
-        np.multiply(buf, hp["lr"], out=s)
-    np.subtract(param, s, out=param)
+        multiply(buf, hp["lr"], out=s)
+    subtract(param, s, out=param)
     return param, {"momentum_buffer": buf}
 
 
@@ -88,13 +92,13 @@ def adagrad_inplace(param, grad, state, hp, step, *, xp):
     rate = hp["lr"] / (1 + (step - 1) * hp["lr_decay"])
     total = state["sum"]
     s = _scratch(param)
-    np.multiply(g, g, out=s)
-    np.add(total, s, out=total)
-    np.sqrt(total, out=s)
-    np.add(s, hp["eps"], out=s)
-    np.divide(g, s, out=s)
-    np.multiply(s, rate, out=s)
-    np.subtract(param, s, out=param)
+    multiply(g, g, out=s)
+    add(total, s, out=total)
+    sqrt(total, out=s)
+    add(s, hp["eps"], out=s)
+    divide(g, s, out=s)
+    multiply(s, rate, out=s)
+    subtract(param, s, out=param)
     return param, {"sum": total}
 
 
@@ -103,33 +107,33 @@ def rmsprop_inplace(param, grad, state, hp, step, *, xp):
     alpha = hp["alpha"]
     s = _scratch(param)
     square_avg = state["square_avg"]
-    np.multiply(square_avg, alpha, out=square_avg)
-    np.multiply(g, g, out=s)
-    np.multiply(s, 1.0 - alpha, out=s)
-    np.add(square_avg, s, out=square_avg)
+    multiply(square_avg, alpha, out=square_avg)
+    multiply(g, g, out=s)
+    multiply(s, 1.0 - alpha, out=s)
+    add(square_avg, s, out=square_avg)
     new_state = {"square_avg": square_avg}
     if hp["centered"]:
         grad_avg = state["grad_avg"]
-        np.multiply(grad_avg, alpha, out=grad_avg)
-        np.multiply(g, 1.0 - alpha, out=s)
-        np.add(grad_avg, s, out=grad_avg)
+        multiply(grad_avg, alpha, out=grad_avg)
+        multiply(g, 1.0 - alpha, out=s)
+        add(grad_avg, s, out=grad_avg)
         new_state["grad_avg"] = grad_avg
-        np.multiply(grad_avg, grad_avg, out=s)
-        np.subtract(square_avg, s, out=s)
-        np.sqrt(s, out=s)
+        multiply(grad_avg, grad_avg, out=s)
+        subtract(square_avg, s, out=s)
+        sqrt(s, out=s)
     else:
-        np.sqrt(square_avg, out=s)
-    np.add(s, hp["eps"], out=s)
-    np.divide(g, s, out=s)  # g / rms
+        sqrt(square_avg, out=s)
+    add(s, hp["eps"], out=s)
+    divide(g, s, out=s)  # g / rms
     if hp["momentum"] > 0.0:
         buf = state["momentum_buffer"]
-        np.multiply(buf, hp["momentum"], out=buf)
-        np.add(buf, s, out=buf)
+        multiply(buf, hp["momentum"], out=buf)
+        add(buf, s, out=buf)
         new_state["momentum_buffer"] = buf
-        np.multiply(buf, hp["lr"], out=s)
+        multiply(buf, hp["lr"], out=s)
     else:
-        np.multiply(s, hp["lr"], out=s)
-    np.subtract(param, s, out=param)
+        multiply(s, hp["lr"], out=s)
+    subtract(param, s, out=param)
     return param, new_state
 
 
@@ -140,32 +144,32 @@ def adam_inplace(param, grad, state, hp, step, *, xp):
     weight_decay = hp["weight_decay"]
     if weight_decay != 0.0:
         if hp["decoupled_weight_decay"]:
-            np.multiply(param, 1.0 - lr * weight_decay, out=param)
+            multiply(param, 1.0 - lr * weight_decay, out=param)
         else:
             g = g + weight_decay * param
     s = _scratch(param)
     exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-    np.multiply(exp_avg, beta1, out=exp_avg)
-    np.multiply(g, 1.0 - beta1, out=s)
-    np.add(exp_avg, s, out=exp_avg)
-    np.multiply(exp_avg_sq, beta2, out=exp_avg_sq)
-    np.multiply(g, g, out=s)
-    np.multiply(s, 1.0 - beta2, out=s)
-    np.add(exp_avg_sq, s, out=exp_avg_sq)
+    multiply(exp_avg, beta1, out=exp_avg)
+    multiply(g, 1.0 - beta1, out=s)
+    add(exp_avg, s, out=exp_avg)
+    multiply(exp_avg_sq, beta2, out=exp_avg_sq)
+    multiply(g, g, out=s)
+    multiply(s, 1.0 - beta2, out=s)
+    add(exp_avg_sq, s, out=exp_avg_sq)
     new_state = {"exp_avg": exp_avg, "exp_avg_sq": exp_avg_sq}
     second = exp_avg_sq
     if hp["amsgrad"]:
         second = state["max_exp_avg_sq"]
-        np.maximum(second, exp_avg_sq, out=second)
+        maximum(second, exp_avg_sq, out=second)
         new_state["max_exp_avg_sq"] = second
     step_size = lr / (1.0 - beta1**step)
     correction2_sqrt = (1.0 - beta2**step) ** 0.5
-    np.sqrt(second, out=s)
-    np.divide(s, correction2_sqrt, out=s)
-    np.add(s, hp["eps"], out=s)
-    np.divide(exp_avg, s, out=s)
-    np.multiply(s, step_size, out=s)
-    np.subtract(param, s, out=param)
+    sqrt(second, out=s)
+    divide(s, correction2_sqrt, out=s)
+    add(s, hp["eps"], out=s)
+    divide(exp_avg, s, out=s)
+    multiply(s, step_size, out=s)
+    subtract(param, s, out=param)
     return param, new_state
 
 

@@ -150,7 +150,9 @@ class Dense(Layer):
             )
         self._x = x
         y = x @ self.params["weight"]
-        return y + self.params["bias"] if self.use_bias else y
+        if self.use_bias:
+            y += self.params["bias"]  # in place: the product is a new array of our own
+        return y
 
     def backward(self, dout: Any, need_input_grad: bool = True) -> Any:
         """Store ``dW`` and ``db``; return ``dx`` unless ``need_input_grad`` is False."""

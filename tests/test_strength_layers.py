@@ -98,3 +98,92 @@ def test_dense_sizes_are_checked_by_name(args, message):
     with pytest.raises(portgd.InputError) as error:
         Dense(*args)
     assert str(error.value) == message
+
+
+# -- the backends' fast paths are the ones a layer calls ------------------------------------
+def test_layers_bound_to_numpy_call_its_fast_paths():
+    """The generic rules give the same numbers (tests/test_fast_paths.py), so only the binding
+    shows that the fast path runs."""
+    backend = portgd.get_backend("numpy")
+    model = Sequential([Dense(3, 4), ReLU(), Dense(4, 2), Softmax()], seed=0)
+    relu, softmax = model.layers[1], model.layers[3]
+    assert relu._grad is backend.fast["relu_backward"]
+    for layer in (model.layers[0], softmax):
+        assert layer.reduce_sum is backend.fast["sum"]
+        assert layer.reduce_max is backend.fast["max"]
+
+
+def test_layers_on_a_backend_without_fast_paths_call_the_namespace():
+    strict = pytest.importorskip("array_api_strict")
+    model = Sequential([Dense(3, 2), Softmax()], seed=0, backend="array_api_strict")
+    assert model.layers[1].reduce_sum is strict.sum and model.layers[1].reduce_max is strict.max
+
+
+# -- Dropout's edges --------------------------------------------------------------------------
+class _Uniform:
+    """A stand-in generator whose ``random(shape)`` returns the given values, tiled."""
+
+    def __init__(self, values):
+        self.values = np.asarray(values, dtype=np.float64)
+        self.calls = 0
+
+    def random(self, shape):
+        self.calls += 1
+        return np.resize(self.values, shape)
+
+
+def test_dropout_keeps_a_unit_whose_draw_equals_the_rate():
+    from portgd.layers import Dropout
+
+    layer = Dropout(0.25)
+    Sequential([layer], seed=0, dtype="float64")
+    layer._rng = _Uniform([0.25, 0.2499999, 0.9, 0.0])
+    layer.training = True
+    y = layer.forward(np.ones((1, 4)))
+    np.testing.assert_array_equal(y, [[1 / 0.75, 0.0, 1 / 0.75, 0.0]])
+
+
+def test_dropout_at_rate_zero_draws_nothing_and_passes_gradients_through():
+    from portgd.layers import Dropout
+
+    layer = Dropout(0.0)
+    Sequential([layer], seed=0, dtype="float64")
+    layer._rng = _Uniform([0.5])
+    layer.training = True
+    x = np.arange(6.0).reshape(2, 3)
+    assert layer.forward(x) is x and layer._rng.calls == 0
+    dout = np.ones((2, 3))
+    assert layer.backward(dout) is dout
+
+
+def test_dropout_outside_training_passes_gradients_through():
+    from portgd.layers import Dropout
+
+    layer = Dropout(0.5)
+    Sequential([layer], seed=0)
+    layer.training = False
+    x = np.ones((2, 3), dtype=np.float32)
+    assert layer.forward(x) is x
+    dout = np.full((2, 3), 2.0, dtype=np.float32)
+    assert layer.backward(dout) is dout
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_dropout_masks_in_the_models_dtype(dtype):
+    from portgd.layers import Dropout
+
+    layer = Dropout(0.5)
+    Sequential([Dense(3, 4), layer], seed=0, dtype=dtype)
+    layer.training = True
+    y = layer.forward(np.ones((5, 4), dtype=dtype))
+    assert y.dtype == np.dtype(dtype) and layer._mask.dtype == np.dtype(dtype)
+    assert set(np.unique(y).tolist()) <= {0.0, 2.0}
+    assert layer.backward(np.ones((5, 4), dtype=dtype)).dtype == np.dtype(dtype)
+
+
+def test_dropout_rate_zero_is_accepted_and_one_is_not():
+    from portgd.layers import Dropout
+
+    assert Dropout(0.0).rate == 0.0 and Dropout(0).rate == 0.0
+    with pytest.raises(portgd.InputError, match=r"rate must be a number in \[0, 1\)"):
+        Dropout(1.0)

@@ -294,3 +294,42 @@ def test_resuming_at_an_epoch_runs_the_remaining_epochs_under_their_numbers():
     for bad in (5, -1, True, 1.0):
         with pytest.raises(portgd.InputError, match="initial_epoch must be an int in"):
             _regressor().fit(x, y, loss="mse", epochs=5, initial_epoch=bad, verbose=0)
+
+
+# -- a loss named after the activation it fuses with -------------------------------------------
+@pytest.mark.parametrize("name,last,loss_type", [
+    ("bce", Sigmoid, BinaryCrossEntropy), ("ce", Softmax, CategoricalCrossEntropy)])
+def test_a_loss_name_after_its_activation_takes_the_fused_gradient(name, last, loss_type):
+    """After Sigmoid (Softmax) the name "bce" ("ce") means probabilities, and fit uses the fused
+    gradient ``(p - y) / N``: exact even where the activation saturates to 1 in float32, where
+    the unfused chain rule through clipped probabilities gives another gradient."""
+    outputs = 1 if last is Sigmoid else 2
+    model = Sequential([Dense(2, outputs), last()], seed=0, dtype="float32")
+    model.layers[0].params["weight"][...] = 40.0  # z = 40 (x + ...): p rounds to 1
+    model.layers[0].params["bias"][...] = np.arange(outputs, dtype=np.float32)
+    x = np.ones((4, 2), dtype=np.float32)
+    y = np.zeros((4, outputs), dtype=np.float32) if last is Sigmoid else np.eye(2)[[1, 0, 1, 0]]
+    before = {k: v.copy() for k, v in model.params.items()}
+    p = model.predict(x)
+    model.fit(x, y, loss=name, optimizer=optim.SGD(lr=1.0), epochs=1, batch_size=4,
+              shuffle=False, verbose=0)
+    assert type(model.loss) is loss_type and model.loss.from_logits is False
+    dz = (p - y) / (4 * outputs if last is Sigmoid else 4)
+    np.testing.assert_allclose(before["0.bias"] - model.params["0.bias"], dz.sum(axis=0),
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("loss,last", [
+    (lambda: BinaryCrossEntropy(from_logits=True), Sigmoid),
+    (lambda: CategoricalCrossEntropy(from_logits=True), Softmax)])
+def test_a_logits_loss_after_its_activation_is_refused(loss, last):
+    model = Sequential([Dense(2, 2), last()], seed=0)
+    x, y = np.ones((4, 2)), np.eye(2)[[0, 1, 0, 1]]
+    with pytest.raises(portgd.InputError, match="the activation would be applied twice"):
+        model.fit(x, y, loss=loss(), epochs=1, batch_size=2, verbose=0)
+
+
+def test_a_validation_split_of_one_is_refused_as_out_of_range():
+    model = Sequential([Dense(2, 1)], seed=0)
+    with pytest.raises(portgd.InputError, match=r"validation_split must be in \[0, 1\), got 1.0"):
+        model.fit(np.ones((4, 2)), np.ones(4), validation_split=1.0, verbose=0)

@@ -166,12 +166,16 @@ INTERCONNECTS = [
 ]
 
 
-def ring_allreduce_s(ranks: int, nbytes: float, bandwidth: float, latency: float) -> float:
-    """The ring allreduce cost model: ``2 (p-1)/p * bytes / bandwidth + 2 (p-1) * latency``
-    (a reduce-scatter and an all-gather, ``p - 1`` messages each)."""
+def ring_allreduce_s(ranks: int, nbytes: float, bandwidth: float, latency: float,
+                     allreduces: int = 1) -> float:
+    """The ring allreduce cost model of one step that sums ``nbytes`` in ``allreduces``
+    separate allreduces: ``2 (p-1)/p * bytes / bandwidth + allreduces * 2 (p-1) * latency``
+    (each allreduce is a reduce-scatter and an all-gather of ``p - 1`` messages; the bytes
+    are split between the allreduces, the latencies add up)."""
     if ranks == 1:
         return 0.0
-    return 2 * (ranks - 1) / ranks * nbytes / bandwidth + 2 * (ranks - 1) * latency
+    return (2 * (ranks - 1) / ranks * nbytes / bandwidth
+            + allreduces * 2 * (ranks - 1) * latency)
 
 
 def cost_model(args: argparse.Namespace) -> None:
@@ -186,15 +190,17 @@ def cost_model(args: argparse.Namespace) -> None:
     params = sum(a * b + b for a, b in itertools.pairwise(widths))
     nbytes = 4 * params  # float32 gradients
     compute = args.per_sample_us * 1e-6 * args.batch
-    print(f"{args.widths}: {params} parameters, {nbytes / 1e6:.2f} MB of float32 gradients; "
-          f"one process: {1e3 * compute:.2f} ms per step of {args.batch} samples")
+    allreduces = len(widths) - 1  # the NumPy path: one Iallreduce per Dense layer
+    print(f"{args.widths}: {params} parameters, {nbytes / 1e6:.2f} MB of float32 gradients "
+          f"in {allreduces} allreduces per step (one per layer); one process: "
+          f"{1e3 * compute:.2f} ms per step of {args.batch} samples")
     print()
-    print("| interconnect | ranks | allreduce ms | strong: compute ms | strong: speed-up "
+    print("| interconnect | ranks | exchange ms | strong: compute ms | strong: speed-up "
           "(efficiency) | weak: efficiency |")
     print("|---|---|---|---|---|---|")
     for name, bandwidth, latency in INTERCONNECTS:
         for ranks in (8, 64, 512):
-            exchange = ring_allreduce_s(ranks, nbytes, bandwidth, latency)
+            exchange = ring_allreduce_s(ranks, nbytes, bandwidth, latency, allreduces)
             strong = compute / (compute / ranks + exchange)
             weak = compute / (compute + exchange)
             print(f"| {name} | {ranks} | {1e3 * exchange:.3f} | {1e3 * compute / ranks:.3f} | "

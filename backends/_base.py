@@ -152,7 +152,8 @@ class Backend:
             return found
         if name not in DTYPE_NAMES:
             raise InputError(f"unknown dtype {spec!r}; use one of {', '.join(FLOAT_NAMES)}")
-        raise DTypeNotSupportedError(self._missing_dtype(name, supported))
+        raise DTypeNotSupportedError(self._missing_dtype(name, supported),
+                                     tuple(n for n in FLOAT_NAMES if n in supported))
 
     def _missing_dtype(self, name: str, supported: dict[str, Any]) -> str:
         """What to say when dtype ``name`` does not exist here (a subclass may add how to

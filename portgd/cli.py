@@ -21,7 +21,7 @@ from typing import Any
 from . import __version__, _preflight, check
 from ._registry import available_backends, get_backend
 from .callbacks import Callback
-from .errors import InputError, NonFiniteLossError, PortgdError
+from .errors import DTypeNotSupportedError, InputError, NonFiniteLossError, PortgdError
 
 INTERNAL_ERROR = 1
 USER_ERROR = 2
@@ -1020,8 +1020,13 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _report(exc: PortgdError) -> None:
     """``portgd: error: ...`` on stderr, unless another rank of ``--distributed`` says it."""
-    if not getattr(exc, "reported_elsewhere", False):
-        print(f"portgd: error: {_one_line(exc)}", file=sys.stderr)
+    if getattr(exc, "reported_elsewhere", False):
+        return
+    message = _one_line(exc)
+    if isinstance(exc, DTypeNotSupportedError):  # the Python advice, in command-line terms
+        for name in exc.alternatives:
+            message = message.replace(f"dtype={name!r}", f"--dtype {name}")
+    print(f"portgd: error: {message}", file=sys.stderr)
 
 
 def _one_line(exc: BaseException) -> str:

@@ -46,7 +46,15 @@ class DeviceNotFoundError(BackendError, ValueError):
 
 
 class DTypeNotSupportedError(BackendError, TypeError):
-    """The backend or device does not support the requested dtype."""
+    """The backend or device does not support the requested dtype.
+
+    ``alternatives`` names the float dtypes that work there (the message suggests the last,
+    as ``dtype='float32'``; the command line says ``--dtype float32`` instead).
+    """
+
+    def __init__(self, message: str, alternatives: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.alternatives = tuple(alternatives)
 
 
 class BackendMismatchError(BackendError, ValueError):

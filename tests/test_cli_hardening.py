@@ -292,3 +292,14 @@ def test_bad_input_in_a_real_process(tmp_path, argv, status, message):
     assert "Traceback" not in done.stderr and "Warning" not in done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], done.stderr
+
+
+def test_a_dtype_the_backend_lacks_is_named_as_the_option_to_pass(capsys):
+    """The backend's advice (``dtype='float32'`` in Python) reads as ``--dtype float32``."""
+    pytest.importorskip("jax")
+    assert main(["solve", "--backend", "jax", "--iters", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("portgd: error: jax on device 'cpu:0' does not support float64; it "
+                          "supports float32. Use --dtype float32 or another device")
+    assert "dtype='float32'" not in err
+    assert main(["solve", "--backend", "jax", "--iters", "10", "--dtype", "float32"]) == 0

@@ -187,3 +187,30 @@ def test_dropout_rate_zero_is_accepted_and_one_is_not():
     assert Dropout(0.0).rate == 0.0 and Dropout(0).rate == 0.0
     with pytest.raises(portgd.InputError, match=r"rate must be a number in \[0, 1\)"):
         Dropout(1.0)
+
+
+def test_dropout_defaults_to_half():
+    from portgd.layers import Dropout
+
+    assert Dropout().rate == 0.5 and repr(Dropout()) == "Dropout(rate=0.5)"
+
+
+def test_the_fused_cross_entropy_value_sums_with_the_softmax_layers_reductions():
+    model = Sequential([Dense(3, 4), Softmax()], seed=0, dtype="float64")
+    softmax = model.layers[1]
+    calls = []
+
+    def counted(x, /, *, axis=None, keepdims=False):
+        calls.append(axis)
+        return np.sum(x, axis=axis, keepdims=keepdims)
+
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    y = np.eye(4)[[0, 1, 2, 3, 0]]
+    want = float(portgd.losses.CategoricalCrossEntropy(from_logits=True).value(
+        x @ model.params["0.weight"], y))
+    model.forward(x)
+    softmax.reduce_sum = counted
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    value, _ = loss.fused_with_layer(softmax, y, model.xp)
+    assert calls == [-1, None]
+    assert float(value) == pytest.approx(want, rel=1e-12)

@@ -114,3 +114,79 @@ def test_log_every_and_empty_systems():
     one = portgd.solve_linear([[2.0]], [4.0], lr=0.1, iters=1, log_every=5)
     assert one.iterations == [0, 1]
     assert one.losses == pytest.approx([16.0, (2 * 1.6 - 4) ** 2], rel=1e-15)
+
+
+# -- lr_limit: the power iteration it states --------------------------------------------------
+def _power_limit(a, rounds=200):
+    v = np.ones(a.shape[1], dtype=a.dtype)
+    norm = None
+    for _ in range(rounds):
+        w = a.T @ (a @ v)
+        norm = np.sqrt(np.sum(w * w))
+        v = w / norm
+    return a.shape[0] / float(norm)
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_lr_limit_is_n_over_200_power_iterations_in_the_systems_dtype(dtype):
+    from portgd.linear import lr_limit
+
+    a = np.random.default_rng(3).normal(size=(7, 3)).astype(dtype)  # N != M
+    backend = portgd.get_backend("numpy")
+    assert lr_limit(backend, a) == _power_limit(a)  # bit for bit: the same operations
+    # top eigenvalues 1 and 0.999 of A^T A: the estimate still moves at round 200
+    slow = np.vstack([np.diag(np.sqrt([1.0, 0.999, 0.5])), np.zeros((4, 3))]).astype(dtype)
+    assert lr_limit(backend, slow) == _power_limit(slow) != _power_limit(slow, rounds=201)
+    np.testing.assert_allclose(lr_limit(backend, a),
+                               7 / np.linalg.eigvalsh(a.T.astype(float) @ a).max(), rtol=1e-5)
+
+
+def test_lr_limit_of_a_small_and_of_a_zero_matrix():
+    from portgd.linear import lr_limit
+
+    backend = portgd.get_backend("numpy")
+    small = np.diag([0.5, 0.25])  # lambda_max(A^T A) = 0.25: below one, still finite
+    assert lr_limit(backend, small) == pytest.approx(2 / 0.25, rel=1e-12)
+    with np.errstate(invalid="ignore"):  # 0 / 0 in the iteration: lambda_max is 0
+        assert lr_limit(backend, np.zeros((3, 2))) == float("inf")
+
+
+# -- the steps between logging points go through the backend's "linear_steps" ---------------------
+def test_solve_linear_runs_the_backends_linear_steps_between_logging_points(monkeypatch):
+    from portgd.linear import linear_steps
+
+    backend = portgd.get_backend("numpy")
+    counts = []
+
+    def counted(A, At, Y, x, step, count):
+        counts.append(count)
+        return linear_steps(A, At, Y, x, step, count)
+
+    monkeypatch.setitem(backend.fast, "linear_steps", counted)
+    rng = np.random.default_rng(0)
+    a, y = rng.normal(size=(5, 3)), rng.normal(size=5)
+    result = portgd.solve_linear(a, y, lr=0.01, iters=25, log_every=10, backend="numpy")
+    assert result.iterations == [0, 10, 20, 25]
+    assert counts == [9, 9, 4]  # a logged step each, then the plain steps up to the next
+    _, losses, _ = _reference(a, y, 0.01, 25, 10)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
+
+
+def test_a_lazy_backend_materialises_between_logging_points_without_logging(monkeypatch):
+    backend = portgd.get_backend("numpy")
+    seen = []
+
+    def materialize(tree):
+        seen.append(len(tree[1]))  # the losses recorded so far
+        return tree
+
+    monkeypatch.setattr(backend, "materialize_every", 7)
+    monkeypatch.setattr(backend, "materialize", materialize)
+    rng = np.random.default_rng(1)
+    a, y = rng.normal(size=(4, 2)), rng.normal(size=4)
+    result = portgd.solve_linear(a, y, lr=0.02, iters=30, log_every=10, backend="numpy")
+    assert result.iterations == [0, 10, 20, 30]
+    assert seen == [1, 2, 3, 3]  # after steps 7, 14, 21 and 28
+    x, losses, _ = _reference(a, y, 0.02, 30, 10)
+    np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
+    np.testing.assert_allclose(portgd.to_numpy(result.x), x, rtol=1e-11)

@@ -125,22 +125,48 @@ def _mismatch(rank, variant):
         model.rng.random()
     elif variant == "the fit arguments":
         kwargs["epochs"] = 4
+    elif variant == "the callbacks":
+        kwargs["callbacks"] = [callbacks.TerminateOnNaN()]
+    elif variant == "the loss class":
+        kwargs["loss"] = portgd.losses.BinaryCrossEntropy(from_logits=False)
+    elif variant == "the data columns":
+        # every row sum and every position-weighted column sum stays, exactly (integers)
+        x = _integer_x()
+        x[:3, :2] += [[2.0, -2.0], [-1.0, 1.0], [0.0, 0.0]]
+        kwargs["x"] = x
     return model, kwargs
 
 
-EXPECTED_KEY = {"the data order": "the data values", "the validation data": "the data values"}
+EXPECTED_KEY = {"the data order": "the data values", "the validation data": "the data values",
+                "the data columns": "the data values", "the callbacks": "the fit arguments",
+                "the loss class": "the loss"}
+RANK0_KWARGS = {  # what rank 0 passes where rank 1's variant needs a counterpart
+    "the callbacks": lambda: {"callbacks": [callbacks.EarlyStopping(patience=5)]},
+    "the loss class": lambda: {"loss": CategoricalCrossEntropy(from_logits=False)},
+    "the data columns": lambda: {"x": _integer_x()},
+}
+
+
+def _integer_x():
+    """The inputs rounded to integers: their sums are exact in any order."""
+    return np.round(2 * _data()[0])
 
 
 @pytest.mark.parametrize("variant", [
     "the parameters", "the model", "the optimizer", "the optimizer state", "the loss",
     "the data", "the data values", "the data order", "the validation data",
-    "the batch order (generator state)", "the fit arguments",
+    "the batch order (generator state)", "the fit arguments", "the callbacks",
+    "the loss class", "the data columns",
 ])
 def test_every_rank_refuses_a_rank_that_starts_differently(variant):
     def work(comm):
         model, kwargs = _mismatch(comm.Get_rank(), variant)
-        if variant == "the batch order (generator state)" and comm.Get_rank() == 0:
-            kwargs["seed"] = None
+        if comm.Get_rank() == 0:
+            kwargs.update(RANK0_KWARGS.get(variant, dict)())
+            if variant == "the batch order (generator state)":
+                kwargs["seed"] = None
+        if variant == "the loss class":  # one-hot targets suit both losses
+            kwargs["y"] = np.eye(CLASSES)[_data()[1]]
         return _fit(model, comm, **kwargs)
 
     _, errors = outcomes(2, work)
@@ -224,3 +250,67 @@ def test_early_stopping_decides_alike_on_every_rank():
                                                         min_delta=10.0)])[1]
     for _, history in results:
         assert history.epochs == reference.epochs == [0, 1]
+
+
+def test_as_many_ranks_as_the_smallest_batch_without_validation_data():
+    """52 samples in batches 16/16/16/4: four ranks share even the last batch."""
+    results = run_ranks(4, lambda comm: _fit(_model(), comm, validation_split=0.0,
+                                             epochs=2))
+    reference = _fit(_model(), validation_split=0.0, epochs=2)[0].state_dict()
+    for model, history in results:
+        assert "val_loss" not in history.history
+        for name, value in model.state_dict().items():
+            assert _close(value, reference[name]), name
+
+
+def test_a_custom_learning_rate_is_compared_by_optimizer_class_and_counters():
+    def work(comm):
+        make = optim.Adam if comm.Get_rank() == 0 else optim.RMSprop
+        return _fit(_model(), comm, optimizer=make(lr=lambda step: 0.01))
+
+    _, errors = outcomes(2, work)
+    for error in errors:
+        assert isinstance(error, portgd.DistributedError)
+        assert "the optimizer: rank(s) [1] differ from rank 0" in str(error)
+    same = run_ranks(2, lambda comm: _fit(_model(), comm,
+                                          optimizer=optim.Adam(lr=lambda step: 0.01)))
+    assert len(same) == 2
+
+
+def test_only_rank_0_reports_progress_and_it_counts_the_global_batches(monkeypatch):
+    import threading
+
+    from portgd import training
+
+    reports = []
+
+    class Recorder:
+        def __init__(self, epoch, epochs, n_batches):
+            reports.append((threading.current_thread().name, epoch, n_batches))
+
+        def step(self, done, samples, read):
+            pass
+
+        def finish(self, logs, samples):
+            pass
+
+    monkeypatch.setattr(training, "EpochProgress", Recorder)
+    run_ranks(3, lambda comm: _fit(_model(), comm, verbose=1, epochs=2))
+    # 39 training samples in global batches of 16: 3 steps, whatever the rank count
+    assert reports == [("rank 0", 0, 3), ("rank 0", 1, 3)]
+
+
+def test_the_first_non_finite_batch_is_found_across_ranks():
+    _, y = _data()
+    targets = np.eye(CLASSES)[y]
+
+    def fit_once(comm=None):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _fit(_model(softmax=False), comm, loss=MSE(), y=targets,
+                        optimizer=optim.SGD(lr=1e300), metrics=[])
+
+    with pytest.raises(portgd.NonFiniteLossError) as alone:
+        fit_once()
+    _, errors = outcomes(3, fit_once)
+    assert "first at batch" in str(alone.value)
+    assert [str(e) for e in errors] == [str(alone.value)] * 3

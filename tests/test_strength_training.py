@@ -333,3 +333,40 @@ def test_a_validation_split_of_one_is_refused_as_out_of_range():
     model = Sequential([Dense(2, 1)], seed=0)
     with pytest.raises(portgd.InputError, match=r"validation_split must be in \[0, 1\), got 1.0"):
         model.fit(np.ones((4, 2)), np.ones(4), validation_split=1.0, verbose=0)
+
+
+def test_callbacks_see_the_history_fit_returns():
+    seen = []
+
+    class Look(Callback):
+        def on_epoch_end(self, epoch, logs):
+            seen.append((self.history, len(self.history.epochs)))
+
+    model = Sequential([Dense(2, 1)], seed=0)
+    history = model.fit(np.ones((4, 2)), np.ones(4), epochs=2, batch_size=2, verbose=0,
+                        callbacks=[Look()])
+    assert [h is history for h, _ in seen] == [True, True]
+    assert [n for _, n in seen] == [1, 2]  # the epoch is appended before the hooks run
+
+
+def test_a_lazy_backend_finds_the_first_non_finite_batch_after_materialising(monkeypatch):
+    """With the batch losses materialised into one array every 2 steps, the NaN report still
+    names the first batch whose loss was not finite, as an eager run does."""
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(40, 3)), rng.normal(size=(40, 1))
+    x[29] = 1e200  # batch 7 of 10 (batch_size 4) overflows
+
+    def fit(lazy):
+        backend = portgd.get_backend("numpy")
+        if lazy:
+            monkeypatch.setattr(backend, "materialize_every", 2)
+        model = Sequential([Dense(3, 1)], seed=0, dtype="float64")
+        with np.errstate(over="ignore", invalid="ignore"), pytest.raises(
+                portgd.NonFiniteLossError) as caught:
+            model.fit(x, y, loss=MSE(), optimizer=optim.SGD(lr=1e-3), epochs=1,
+                      batch_size=4, shuffle=False, verbose=0)
+        return str(caught.value)
+
+    eager = fit(False)
+    assert "first at batch 7, samples 28 to 31" in eager
+    assert fit(True) == eager

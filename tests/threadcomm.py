@@ -169,7 +169,8 @@ def outcomes(size: int, work: Callable[[ThreadComm], Any]
         except BaseException as exc:
             errors[rank] = exc
 
-    threads = [threading.Thread(target=body, args=(rank,)) for rank in range(size)]
+    threads = [threading.Thread(target=body, args=(rank,), name=f"rank {rank}")
+               for rank in range(size)]
     for thread in threads:
         thread.start()
     for thread in threads:

@@ -28,10 +28,10 @@ def _data(n=N):
     return x, rng.integers(0, CLASSES, size=n)
 
 
-def _model(seed=3, hidden=6, backend="numpy", softmax=True):
+def _model(seed=3, hidden=6, backend="numpy", softmax=True, device=None):
     layers = [Dense(FEATURES, hidden), Tanh(), Dense(hidden, CLASSES)]
     return Sequential(layers + [Softmax()] * softmax, seed=seed, dtype="float64",
-                      backend=backend)
+                      backend=backend, device=device)
 
 
 def _fit(model, comm=None, *, x=None, y=None, **overrides):
@@ -52,26 +52,28 @@ def _close(a, b, tol=1e-10):
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["adam-clip", "sgd-sum-loss", "strict-staged"])
+@pytest.mark.parametrize("case", ["adam-clip", "sgd-sum-loss", "strict-staged",
+                                  "strict-device1"])
 def test_thread_ranks_train_as_one_process(ranks, case):
     overrides = {}
-    backend = "numpy"
+    backend, device = "numpy", None
     if case == "sgd-sum-loss":
         overrides = dict(loss=CategoricalCrossEntropy(from_logits=False, reduction="sum"),
                          optimizer=optim.SGD(lr=0.01, momentum=0.9, nesterov=True),
                          shuffle=False)
-    elif case == "strict-staged":
+    elif case.startswith("strict"):  # another device: the staged path must stay on it
         pytest.importorskip("array_api_strict")
         backend = "array_api_strict"
+        device = "device1" if case == "strict-device1" else None
     optimizer = overrides.pop("optimizer", None)
 
     def make_optimizer():
         return optim.Adam(lr=0.05, clip_value=0.5) if optimizer is None else (
             optim.SGD(**optimizer.config()))
 
-    reference, history = _fit(_model(backend=backend), optimizer=make_optimizer(),
-                              **overrides)
-    results = run_ranks(ranks, lambda comm: _fit(_model(backend=backend), comm,
+    reference, history = _fit(_model(backend=backend, device=device),
+                              optimizer=make_optimizer(), **overrides)
+    results = run_ranks(ranks, lambda comm: _fit(_model(backend=backend, device=device), comm,
                                                  optimizer=make_optimizer(), **overrides))
     want = reference.state_dict()
     for model, got in results:

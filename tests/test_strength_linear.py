@@ -190,3 +190,13 @@ def test_a_lazy_backend_materialises_between_logging_points_without_logging(monk
     x, losses, _ = _reference(a, y, 0.02, 30, 10)
     np.testing.assert_allclose(result.losses, losses, rtol=1e-12)
     np.testing.assert_allclose(portgd.to_numpy(result.x), x, rtol=1e-11)
+
+
+def test_lr_limit_iterates_on_the_systems_device():
+    """array-api-strict refuses to mix devices: the start vector must be made on A's."""
+    pytest.importorskip("array_api_strict")
+    from portgd.linear import lr_limit
+
+    target = portgd.get_backend("array_api_strict", "device1")
+    a = np.random.default_rng(4).normal(size=(5, 3))
+    assert lr_limit(target, target.asarray(a)) == _power_limit(a)

@@ -54,8 +54,9 @@ __all__ = [
 def conformance_backend() -> Any:
     """The Backend named by ``PORTGD_BACKEND`` (and ``PORTGD_DEVICE``)."""
     name = os.environ.get("PORTGD_BACKEND")
-    if not name:
-        pytest.fail("set PORTGD_BACKEND to the backend to check (PORTGD_DEVICE for a device)")
+    if not name:  # one message for the session, not one error per test
+        pytest.exit("portgd.testing: set PORTGD_BACKEND to the backend to check "
+                    "(PORTGD_DEVICE for a device)", returncode=pytest.ExitCode.USAGE_ERROR)
     return portgd.get_backend(name, os.environ.get("PORTGD_DEVICE") or None)
 
 

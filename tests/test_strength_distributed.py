@@ -14,7 +14,7 @@ from threadcomm import Aborted, outcomes, run_ranks
 import portgd
 from portgd import Sequential, callbacks, optim
 from portgd.distributed import Communicator
-from portgd.layers import Dense, Softmax, Tanh
+from portgd.layers import Dense, Dropout, Softmax, Tanh
 from portgd.losses import MSE, CategoricalCrossEntropy
 
 pytest.importorskip("mpi4py")
@@ -28,8 +28,9 @@ def _data(n=N):
     return x, rng.integers(0, CLASSES, size=n)
 
 
-def _model(seed=3, hidden=6, backend="numpy", softmax=True, device=None):
-    layers = [Dense(FEATURES, hidden), Tanh(), Dense(hidden, CLASSES)]
+def _model(seed=3, hidden=6, backend="numpy", softmax=True, device=None, dropout=False):
+    layers = [Dense(FEATURES, hidden), Tanh(), *[Dropout(0.3)] * dropout,
+              Dense(hidden, CLASSES)]
     return Sequential(layers + [Softmax()] * softmax, seed=seed, dtype="float64",
                       backend=backend, device=device)
 
@@ -53,10 +54,11 @@ def _close(a, b, tol=1e-10):
 
 @pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.parametrize("case", ["adam-clip", "sgd-sum-loss", "strict-staged",
-                                  "strict-device1"])
+                                  "strict-device1", "dropout"])
 def test_thread_ranks_train_as_one_process(ranks, case):
     overrides = {}
     backend, device = "numpy", None
+    dropout = case == "dropout"  # each rank uses its rows of the global batch's mask
     if case == "sgd-sum-loss":
         overrides = dict(loss=CategoricalCrossEntropy(from_logits=False, reduction="sum"),
                          optimizer=optim.SGD(lr=0.01, momentum=0.9, nesterov=True),
@@ -71,10 +73,12 @@ def test_thread_ranks_train_as_one_process(ranks, case):
         return optim.Adam(lr=0.05, clip_value=0.5) if optimizer is None else (
             optim.SGD(**optimizer.config()))
 
-    reference, history = _fit(_model(backend=backend, device=device),
-                              optimizer=make_optimizer(), **overrides)
-    results = run_ranks(ranks, lambda comm: _fit(_model(backend=backend, device=device), comm,
-                                                 optimizer=make_optimizer(), **overrides))
+    def model():
+        return _model(backend=backend, device=device, dropout=dropout)
+
+    reference, history = _fit(model(), optimizer=make_optimizer(), **overrides)
+    results = run_ranks(ranks, lambda comm: _fit(model(), comm, optimizer=make_optimizer(),
+                                                 **overrides))
     want = reference.state_dict()
     for model, got in results:
         for name, value in model.state_dict().items():
@@ -315,4 +319,23 @@ def test_the_first_non_finite_batch_is_found_across_ranks():
         fit_once()
     _, errors = outcomes(3, fit_once)
     assert "first at batch" in str(alone.value)
+    assert [str(e) for e in errors] == [str(alone.value)] * 3
+
+
+def test_a_non_finite_loss_on_one_ranks_shard_is_found_at_its_global_batch():
+    """One target overflows the loss: only the rank holding it sees batch 2 go non-finite,
+    the others only later; every rank reports the batch one process reports."""
+    _, labels = _data()
+    y = np.eye(CLASSES)[labels]
+    y[37] = 1e200  # training rows 32-38 form batch 2 (validation_split holds out 13)
+
+    def fit_once(comm=None):
+        with np.errstate(over="ignore", invalid="ignore"):
+            return _fit(_model(softmax=False), comm, y=y, loss=MSE(), shuffle=False,
+                        optimizer=optim.SGD(lr=1e-3), metrics=[])
+
+    with pytest.raises(portgd.NonFiniteLossError) as alone:
+        fit_once()
+    assert "first at batch 2, samples 32 to 38" in str(alone.value)
+    _, errors = outcomes(3, fit_once)
     assert [str(e) for e in errors] == [str(alone.value)] * 3

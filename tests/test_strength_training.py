@@ -370,3 +370,57 @@ def test_a_lazy_backend_finds_the_first_non_finite_batch_after_materialising(mon
     eager = fit(False)
     assert "first at batch 7, samples 28 to 31" in eager
     assert fit(True) == eager
+
+
+def test_validation_is_evaluated_in_batches_of_batch_size():
+    """val_loss is evaluate(batch_size=fit's batch_size) on the final weights, bit for bit
+    (one batch of all 300 samples rounds its float32 sums differently)."""
+    rng = np.random.default_rng(2)
+    x, y = rng.normal(size=(400, 5)).astype(np.float32), rng.normal(size=(400, 2))
+    xv, yv = rng.normal(size=(300, 5)).astype(np.float32), rng.normal(size=(300, 2))
+    model = Sequential([Dense(5, 7), Tanh(), Dense(7, 2)], seed=1)
+    history = model.fit(x, y, loss=MSE(), optimizer=optim.SGD(lr=0.01), epochs=1,
+                        batch_size=7, validation_data=(xv, yv), verbose=0)
+    batched = model.evaluate(xv, yv, loss=MSE(), batch_size=7)["loss"]
+    whole = model.evaluate(xv, yv, loss=MSE())["loss"]
+    assert batched != whole  # the test can tell the two apart
+    assert history.history["val_loss"] == [batched]
+
+
+def test_a_sum_that_overflows_is_reported_as_such():
+    """Four batches whose squared errors sum to 1e38 each: 4e38 passes float32's maximum."""
+    model = Sequential([Dense(1, 1, init="zeros")], seed=0, dtype="float32")
+    x, y = np.zeros((16, 1), dtype=np.float32), np.full((16, 1), 5e18, dtype=np.float32)
+    with np.errstate(over="ignore"), pytest.raises(portgd.NonFiniteLossError) as caught:
+        model.fit(x, y, loss=MSE(), optimizer=optim.SGD(lr=0.0), epochs=1, batch_size=4,
+                  verbose=0)
+    assert "(every batch loss was finite but their sum overflowed)" in str(caught.value)
+
+
+def test_batch_hooks_and_progress_see_every_batch_in_order(monkeypatch):
+    from portgd import training
+
+    steps, batches = [], []
+
+    class Recorder:
+        def __init__(self, epoch, epochs, n_batches):
+            steps.append(("begin", epoch, epochs, n_batches))
+
+        def step(self, done, samples, read):
+            steps.append(("step", done, samples, sorted(read())))
+
+        def finish(self, logs, samples):
+            steps.append(("finish", samples))
+
+    class Batches(Callback):
+        def on_batch_end(self, batch):
+            batches.append(batch)
+
+    monkeypatch.setattr(training, "EpochProgress", Recorder)
+    model = Sequential([Dense(2, 1)], seed=0)
+    model.fit(np.ones((10, 2)), np.ones(10), epochs=1, batch_size=4, verbose=1,
+              metrics=["mae"], callbacks=[Batches()])
+    assert batches == [0, 1, 2]
+    assert steps == [("begin", 0, 1, 3), ("step", 1, 4, ["loss", "mae"]),
+                     ("step", 2, 8, ["loss", "mae"]), ("step", 3, 10, ["loss", "mae"]),
+                     ("finish", 10)]

@@ -1,0 +1,201 @@
+"""The optimizers' public surface as the mutation run asked: defaults, argument checks named
+after the class and argument, reprs, counters, in-place updates of a model's arrays, state
+moved and loaded without aliasing, and state dicts that are refused with their reason."""
+
+from __future__ import annotations
+
+import inspect
+
+import numpy as np
+import pytest
+
+import portgd
+from portgd import Sequential, optim
+from portgd.layers import Dense
+
+CLASSES = [optim.SGD, optim.AdaGrad, optim.RMSprop, optim.Adam, optim.AdamW]
+
+DEFAULTS = {  # torch's defaults, as docs/optimizers.md states them
+    "SGD": {"lr": 0.001, "momentum": 0.0, "dampening": 0.0, "nesterov": False,
+            "weight_decay": 0.0},
+    "AdaGrad": {"lr": 0.01, "lr_decay": 0.0, "weight_decay": 0.0,
+                "initial_accumulator_value": 0.0, "eps": 1e-10},
+    "RMSprop": {"lr": 0.01, "alpha": 0.99, "eps": 1e-08, "weight_decay": 0.0,
+                "momentum": 0.0, "centered": False},
+    "Adam": {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "weight_decay": 0.0,
+             "amsgrad": False},
+    "AdamW": {"lr": 0.001, "betas": (0.9, 0.999), "eps": 1e-08, "weight_decay": 0.01,
+              "amsgrad": False},
+}
+COMMON = {"clip_value": None, "clip_norm": None, "maximize": False}
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_the_defaults(cls):
+    opt = cls()
+    assert opt.config() == {**DEFAULTS[cls.__name__], **COMMON}
+    assert repr(opt) == cls.__name__ + "(" + ", ".join(
+        f"{k}={v!r}" for k, v in {**DEFAULTS[cls.__name__], **COMMON}.items()) + ")"
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_clipping_and_maximize_are_kept(cls):
+    opt = cls(clip_value=0.5, clip_norm=2.0, maximize=True)
+    assert (opt.clip_value, opt.clip_norm, opt.maximize) == (0.5, 2.0, True)
+
+
+def _arguments(cls):
+    return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_every_argument_is_checked_under_its_own_name(cls):
+    for name in _arguments(cls):
+        if name == "lr":
+            continue  # a callable or a schedule config is a learning rate too
+        bad = "x" if name != "betas" else ("x", 0.9)
+        with pytest.raises(portgd.InputError) as caught:
+            cls(**{name: bad})
+        message = str(caught.value)
+        assert message.startswith(f"{cls.__name__}: {name}") or message.startswith(
+            f"{cls.__name__}: betas"), (name, message)
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+@pytest.mark.parametrize("name", ["lr", "clip_value", "clip_norm"])
+def test_negative_rates_and_limits_are_refused(cls, name):
+    with pytest.raises(portgd.InputError, match=rf"^{cls.__name__}: {name} must be >= 0, "
+                                                rf"got -1.0$"):
+        cls(**{name: -1.0})
+    assert getattr(cls(**{name: 0.0}), "_lr" if name == "lr" else name) == 0.0
+
+
+def test_maximize_must_be_a_bool():
+    with pytest.raises(portgd.InputError, match=r"^Adam: maximize must be True or False, got 1"):
+        optim.Adam(maximize=1)
+
+
+def test_each_step_counts_once_even_without_parameters():
+    opt = optim.SGD(lr=0.1)
+    for _ in range(3):
+        assert opt.step({}, {}) == {}
+    assert opt.step_count == 3
+
+
+def _model_and_grads():
+    model = Sequential([Dense(3, 2)], seed=0)
+    layer = model.layers[0]
+    layer.grads = {k: np.full_like(v, 0.5) for k, v in layer.params.items()}
+    return model
+
+
+@pytest.mark.parametrize("clip_norm", [None, 1.0])
+def test_update_changes_a_models_own_arrays_in_place(clip_norm):
+    model = _model_and_grads()
+    before = dict(model.params)
+    opt = optim.Adam(lr=0.1, clip_norm=clip_norm)
+    if clip_norm is None:
+        opt.update(model)
+    else:  # the whole-model update a clipping LayerwiseStep applies in finish()
+        step = opt.begin_step(model.params, model.backend)
+        model.params = step.finish(model.params, model.grads)
+    assert all(model.params[k] is before[k] for k in before)
+
+
+def test_a_clipping_step_needs_the_gradients_too():
+    model = _model_and_grads()
+    step = optim.SGD(lr=0.1, clip_norm=1.0).begin_step(model.params, model.backend)
+    with pytest.raises(portgd.InputError, match="needs every parameter and gradient"):
+        step.finish(model.params, None)
+
+
+def test_update_refuses_a_model_moved_away_from_the_state():
+    pytest.importorskip("array_api_strict")
+    model = _model_and_grads()
+    opt = optim.Adam(lr=0.1)
+    opt.update(model)
+    model.to("array_api_strict")
+    layer = model.layers[0]
+    layer.grads = {k: model.backend.asarray(np.ones(tuple(v.shape)), dtype=v.dtype)
+                   for k, v in layer.params.items()}
+    with pytest.raises(portgd.BackendMismatchError, match=r"opt.to\(model.backend\)"):
+        opt.update(model)
+
+
+def test_an_object_that_is_no_array_is_named_by_its_type():
+    opt = optim.SGD(lr=0.1)
+    opt.step({"w": np.ones(2)}, {"w": np.ones(2)})
+    with pytest.raises(portgd.BackendMismatchError,
+                       match=r"^SGD: parameter 'w' is a builtins.object, but"):
+        opt.step({"w": object()}, {"w": np.ones(2)})
+
+
+def test_moving_the_state_keeps_the_device():
+    pytest.importorskip("array_api_strict")
+    opt = optim.Adam(lr=0.1)
+    opt.to("array_api_strict", "device1")
+    assert opt.backend.device_name == "device1"
+
+
+def test_loaded_state_is_a_copy_of_the_state_dict():
+    model = _model_and_grads()
+    opt = optim.Adam(lr=0.1)
+    opt.update(model)
+    snapshot = opt.state_dict()
+    kept = {name: {k: v.copy() for k, v in s.items()} for name, s in snapshot["state"].items()}
+    fresh = optim.Adam(lr=0.1)
+    fresh.load_state_dict(snapshot)
+    fresh.update(_model_and_grads())
+    for name, state in kept.items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(snapshot["state"][name][key], value)
+    assert fresh.needs_params_to_begin is False  # checked once, at the first step
+
+
+def test_state_moved_between_backends_is_copied():
+    pytest.importorskip("array_api_strict")
+    model = _model_and_grads()
+    opt = optim.Adam(lr=0.1)
+    opt.update(model)
+    before = {k: np.array(v, copy=True) for k, v in opt.state["0.weight"].items()}
+    opt.to("array_api_strict")
+    opt.to("numpy")
+    for key, value in opt.state["0.weight"].items():
+        np.testing.assert_array_equal(value, before[key])
+
+
+@pytest.mark.parametrize("change,message", [
+    (lambda sd: sd.pop("format"), None),
+    (lambda sd: sd.__setitem__("step_count", -1), r"Adam: step_count must be an int >= 0"),
+    (lambda sd: sd.__setitem__("step_count", True), r"Adam: step_count must be an int >= 0"),
+    (lambda sd: sd.__setitem__("param_steps", {"0.weight": -2, "0.bias": 1}),
+     r"Adam: param_steps\['0.weight'\] must be an int >= 0, got -2"),
+    (lambda sd: sd.__setitem__("state", []), r"Adam: 'state' and 'param_steps' must be dicts"),
+    (lambda sd: sd["state"].__setitem__("0.bias", 5),
+     r"Adam: state of parameter '0.bias' has keys int, expected"),
+])
+def test_state_dicts_refused_with_their_reason(change, message):
+    model = _model_and_grads()
+    opt = optim.Adam(lr=0.1)
+    opt.update(model)
+    snapshot = opt.state_dict()
+    change(snapshot)
+    fresh = optim.Adam(lr=0.1)
+    if message is None:  # a snapshot without "format" is read as the current format
+        fresh.load_state_dict(snapshot)
+        assert fresh.step_count == 1
+        return
+    with pytest.raises(portgd.CheckpointError, match=message):
+        fresh.load_state_dict(snapshot)
+
+
+def test_a_rule_without_a_readable_signature_is_not_given_keywords():
+    from portgd.optim.optimizer import _names_keyword
+
+    assert _names_keyword(max, "key") is False  # inspect cannot read it: pass nothing
+
+
+def test_make_optimizer_refuses_what_is_not_a_name():
+    with pytest.raises(portgd.InputError, match=r"^unknown optimizer 42; choose one of sgd"):
+        optim.make_optimizer(42)
+    assert type(optim.make_optimizer("ADAM")) is optim.Adam

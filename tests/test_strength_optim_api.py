@@ -199,3 +199,30 @@ def test_make_optimizer_refuses_what_is_not_a_name():
     with pytest.raises(portgd.InputError, match=r"^unknown optimizer 42; choose one of sgd"):
         optim.make_optimizer(42)
     assert type(optim.make_optimizer("ADAM")) is optim.Adam
+
+
+@pytest.mark.parametrize("call,owner", [
+    (lambda g: optim.clip_by_value(g, 1.0), "clip_by_value"),
+    (lambda g: optim.global_norm(g), "global_norm"),
+    (lambda g: optim.clip_by_global_norm(g, 1.0), "clip_by_global_norm"),
+])
+def test_clipping_functions_name_themselves_in_their_errors(call, owner):
+    pytest.importorskip("array_api_strict")
+    with pytest.raises(portgd.InputError, match=rf"^{owner}: grads must be a dict"):
+        call([np.ones(2)])
+    strict = portgd.get_backend("array_api_strict")
+    mixed = {"a": np.ones(2), "b": strict.asarray(np.ones(2))}
+    with pytest.raises(portgd.BackendMismatchError, match=rf"^{owner}: gradient 'b' is "):
+        call(mixed)
+
+
+def test_clip_by_global_norm_checks_its_limits_under_their_names():
+    grads = {"a": np.ones(2)}
+    with pytest.raises(portgd.InputError, match=r"^clip_by_global_norm: max_norm must be >= 0"):
+        optim.clip_by_global_norm(grads, -1.0)
+    with pytest.raises(portgd.InputError, match=r"^clip_by_global_norm: eps must be >= 0"):
+        optim.clip_by_global_norm(grads, 1.0, eps=-1.0)
+    with pytest.raises(portgd.InputError, match=r"^clip_by_global_norm: eps must be a real"):
+        optim.clip_by_global_norm(grads, 1.0, eps="x")
+    clipped = optim.clip_by_global_norm(grads, 1.0, eps=0.0)  # no eps: exactly norm 1
+    np.testing.assert_allclose(float(optim.global_norm(clipped)), 1.0, rtol=1e-15)

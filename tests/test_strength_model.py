@@ -151,3 +151,10 @@ def test_installing_a_training_loop_replaces_the_one_fit_calls(monkeypatch):
     model = Sequential([Dense(2, 1)], seed=0)
     assert model.fit(None, None, epochs=3) == ("fit", 3)
     assert model.evaluate(None, None, batch_size=4) == ("evaluate", 4)
+
+
+def test_the_summary_aligns_two_digit_layer_numbers_to_the_right():
+    layers = [Dense(2, 2) if i % 2 == 0 else ReLU() for i in range(11)]
+    lines = Sequential(layers, seed=0).summary().splitlines()
+    assert lines[0].startswith(" #  layer")
+    assert lines[1].startswith(" 0  Dense") and lines[11].startswith("10  Dense")

@@ -424,3 +424,42 @@ def test_batch_hooks_and_progress_see_every_batch_in_order(monkeypatch):
     assert steps == [("begin", 0, 1, 3), ("step", 1, 4, ["loss", "mae"]),
                      ("step", 2, 8, ["loss", "mae"]), ("step", 3, 10, ["loss", "mae"]),
                      ("finish", 10)]
+
+
+def test_targets_of_another_library_are_named_y():
+    strict = pytest.importorskip("array_api_strict")
+    model = Sequential([Dense(2, 1)], seed=0)
+    with pytest.raises(portgd.BackendMismatchError, match=r"^y is a array_api_strict"):
+        model.fit(np.ones((4, 2)), strict.asarray(np.ones(4)), verbose=0)
+
+
+def test_class_labels_are_checked_against_the_index_dtype_as_class_labels(monkeypatch):
+    backend = portgd.get_backend("numpy")
+    seen = []
+    monkeypatch.setattr(backend, "check_index_range",
+                        lambda low, high, what="indices": seen.append((low, high, what)))
+    model = Sequential([Dense(2, 3), Softmax()], seed=0)
+    model.fit(np.ones((4, 2)), np.array([0, 2, 1, 2]), loss="ce", epochs=1, batch_size=4,
+              verbose=0)
+    assert seen == [(0, 2, "class labels")]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_prepared_targets_take_the_models_dtype(dtype):
+    from portgd.training import prepare
+
+    model = Sequential([Dense(2, 1)], seed=0, dtype=dtype)
+    x, y = prepare(model, np.ones((3, 2)), np.array([1, 0, 1]), MSE())
+    assert x.dtype == np.dtype(dtype) and y.dtype == np.dtype(dtype) and y.shape == (3, 1)
+
+
+def test_the_non_finite_batch_is_found_on_torch_too():
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(12, 3)), rng.normal(size=(12, 1))
+    y[9] = 1e200  # batch 2 of 3 (batch_size 4): its squared error overflows
+
+    model = Sequential([Dense(3, 1)], seed=0, dtype="float64", backend="torch")
+    with pytest.raises(portgd.NonFiniteLossError, match=r"first at batch 2, samples 8 to 11"):
+        model.fit(x, y, loss=MSE(), optimizer=optim.SGD(lr=0.0), epochs=1, batch_size=4,
+                  shuffle=False, verbose=0)

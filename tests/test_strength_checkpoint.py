@@ -135,3 +135,16 @@ def test_a_file_that_is_no_archive_gets_the_checkpoint_advice(tmp_path):
     with pytest.raises(portgd.CheckpointError) as caught:
         portgd.load(path)
     assert str(caught.value).startswith(str(path)) and str(caught.value).endswith(ADVICE)
+
+
+def test_a_header_whose_parameters_do_not_fit_its_layers_names_the_file(saved):
+    tmp_path, entries = saved
+    def change(header):
+        header["params"] = ["0.weight"]
+        header["optimizer"] = None
+
+    path = _rewrite(tmp_path, entries, change)
+    with pytest.raises(portgd.CheckpointError) as caught:
+        portgd.load(path)
+    assert str(caught.value).startswith(f"{path} does not describe a valid model: the header "
+                                        f"lists the parameters ['0.weight'] but its layers")

@@ -226,3 +226,39 @@ def test_clip_by_global_norm_checks_its_limits_under_their_names():
         optim.clip_by_global_norm(grads, 1.0, eps="x")
     clipped = optim.clip_by_global_norm(grads, 1.0, eps=0.0)  # no eps: exactly norm 1
     np.testing.assert_allclose(float(optim.global_norm(clipped)), 1.0, rtol=1e-15)
+
+
+def test_step_names_the_optimizer_in_its_argument_errors():
+    opt = optim.RMSprop(lr=0.1)
+    params = {"w": np.ones(2)}
+    with pytest.raises(portgd.InputError, match=r"^RMSprop.step: grads must be a dict"):
+        opt.step(params, [np.ones(2)])
+    with pytest.raises(portgd.InputError,
+                       match=r"^RMSprop.step: gradients for \['v'\] have no parameter"):
+        opt.step(params, {"v": np.ones(2)})
+    with pytest.raises(portgd.ShapeError, match=r"^RMSprop.step: gradient 'w' has shape \(3,\) "
+                                                r"but the parameter has shape \(2,\)"):
+        opt.step(params, {"w": np.ones(3)})
+
+
+def test_an_object_of_another_module_is_named_by_module_and_type():
+    from fractions import Fraction
+
+    opt = optim.SGD(lr=0.1)
+    opt.step({"w": np.ones(2)}, {"w": np.ones(2)})
+    with pytest.raises(portgd.BackendMismatchError,
+                       match=r"^SGD: parameter 'w' is a fractions.Fraction, but"):
+        opt.step({"w": Fraction(1, 2)}, {"w": np.ones(2)})
+
+
+@pytest.mark.parametrize("cls", CLASSES)
+def test_negative_weight_decay_is_refused(cls):
+    with pytest.raises(portgd.InputError,
+                       match=rf"^{cls.__name__}: weight_decay must be >= 0, got -0.5$"):
+        cls(weight_decay=-0.5)
+
+
+def test_rmsprop_keeps_a_momentum_buffer_only_with_momentum():
+    assert optim.RMSprop().state_keys() == ("square_avg",)
+    assert "momentum_buffer" in optim.RMSprop(momentum=0.5).state_keys()
+    assert "grad_avg" in optim.RMSprop(centered=True).state_keys()

@@ -339,3 +339,21 @@ def test_a_non_finite_loss_on_one_ranks_shard_is_found_at_its_global_batch():
     assert "first at batch 2, samples 32 to 38" in str(alone.value)
     _, errors = outcomes(3, fit_once)
     assert [str(e) for e in errors] == [str(alone.value)] * 3
+
+
+def test_an_overflowing_sum_is_reported_as_such_on_every_rank():
+    """Every batch loss finite, their sum not: no rank has a first non-finite batch."""
+    x = np.zeros((N, FEATURES))
+    y = np.full((N, 1), 4.5e18)  # float32: a batch's squared errors sum to 3.2e38 < 3.4e38
+
+    def fit_once(comm=None):
+        model = Sequential([Dense(FEATURES, 1, init="zeros")], seed=0, dtype="float32")
+        with np.errstate(over="ignore"):
+            return _fit(model, comm, x=x, y=y, loss=MSE(), optimizer=optim.SGD(lr=0.0),
+                        metrics=[], validation_split=0.0, shuffle=False)
+
+    with pytest.raises(portgd.NonFiniteLossError) as alone:
+        fit_once()
+    assert "(every batch loss was finite but their sum overflowed)" in str(alone.value)
+    _, errors = outcomes(2, fit_once)
+    assert [str(e) for e in errors] == [str(alone.value)] * 2

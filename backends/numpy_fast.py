@@ -179,6 +179,12 @@ def relu_backward(x: np.ndarray, dout: np.ndarray) -> np.ndarray:
     return dout * (x > 0)
 
 
+def add_bias(y: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """``y + bias`` written into ``y``, Dense's fresh product: one allocation less per layer
+    and step, the same numbers as the generic ``portgd.layers.add_bias``."""
+    return add(y, bias, out=y)
+
+
 _add_reduce, _maximum_reduce = np.add.reduce, np.maximum.reduce
 
 
@@ -200,6 +206,7 @@ FAST_PATHS: Mapping[str, Callable[..., Any]] = {
     "adam:inplace": adam_inplace,
     "adamw:inplace": adam_inplace,
     "relu_backward": relu_backward,
+    "add_bias": add_bias,
     "sum": reduce_sum,
     "max": reduce_max,
 }

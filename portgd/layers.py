@@ -85,6 +85,13 @@ class Layer:
         return dout
 
 
+def add_bias(y: Any, bias: Any) -> Any:
+    """``y + bias``: Dense's bias added to its product ``x @ W``, a new array. The generic
+    rule makes a new array; a backend's ``"add_bias"`` fast path may write into ``y``
+    (NumPy's does), since nothing else holds it."""
+    return y + bias
+
+
 class Dense(Layer):
     """Fully connected layer ``y = x @ W + b``.
 
@@ -126,6 +133,10 @@ class Dense(Layer):
             shapes["bias"] = (self.out_features,)
         return shapes
 
+    def bind(self, backend: Any) -> None:
+        super().bind(backend)
+        self._add_bias = backend.op("add_bias", add_bias)
+
     def build(self, backend: Any, rng: Any, dtype: Any) -> None:
         super().build(backend, rng, dtype)
         shapes = self.param_shapes()
@@ -150,9 +161,7 @@ class Dense(Layer):
             )
         self._x = x
         y = x @ self.params["weight"]
-        if self.use_bias:
-            y += self.params["bias"]  # in place: the product is a new array of our own
-        return y
+        return self._add_bias(y, self.params["bias"]) if self.use_bias else y
 
     def backward(self, dout: Any, need_input_grad: bool = True) -> Any:
         """Store ``dW`` and ``db``; return ``dx`` unless ``need_input_grad`` is False."""

@@ -51,12 +51,15 @@ __all__ = [
 
 
 @pytest.fixture(scope="module")
-def conformance_backend() -> Any:
+def conformance_backend(request: Any) -> Any:
     """The Backend named by ``PORTGD_BACKEND`` (and ``PORTGD_DEVICE``)."""
     name = os.environ.get("PORTGD_BACKEND")
-    if not name:  # one message for the session, not one error per test
-        pytest.exit("portgd.testing: set PORTGD_BACKEND to the backend to check "
-                    "(PORTGD_DEVICE for a device)", returncode=pytest.ExitCode.USAGE_ERROR)
+    if not name:
+        message = ("portgd.testing: set PORTGD_BACKEND to the backend to check "
+                   "(PORTGD_DEVICE for a device)")
+        if request.module.__name__ == __name__:  # --pyargs portgd.testing: say it once
+            pytest.exit(message, returncode=pytest.ExitCode.USAGE_ERROR)
+        pytest.fail(message)  # imported into another suite: fail these tests, not the run
     return portgd.get_backend(name, os.environ.get("PORTGD_DEVICE") or None)
 
 
@@ -255,7 +258,8 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
     :data:`OPTIMIZER_STEPS` steps on a 7x5 parameter; an in-place rule that takes
     ``may_overwrite_grad`` runs both ways), ``"relu_backward"`` (inputs with zeros, signed
     infinities and NaN) and ``"linear_steps"`` (25 plain steps on a 6x3 system, one and two
-    right-hand sides), ``"sum"`` and ``"max"`` (``xp.sum``/``xp.max`` over every axis and
+    right-hand sides), ``"add_bias"`` (a fresh (3, 4) array plus a bias, with infinities and
+    NaN), ``"sum"`` and ``"max"`` (``xp.sum``/``xp.max`` over every axis and
     none, with and without ``keepdims``, on inputs with infinities and NaN). Any other key
     raises LookupError: portgd would never call it.
     """
@@ -267,13 +271,16 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
         return [_linear_run(backend, dtype, shape) for shape in ((6,), (6, 2))]
     if key in ("sum", "max"):
         return [_reduction_run(backend, key, dtype)]
+    if key == "add_bias":
+        return [_bias_run(backend, dtype)]
     base, _, mode = key.partition(":")
     optimizers = _optimizer_classes()
     if base not in optimizers or mode not in ("", "inplace"):
         known = ", ".join(f"{name!r}, '{name}:inplace'" for name in sorted(optimizers))
         raise LookupError(
             f"{backend} offers a fast path {key!r}, a name portgd never looks up, so it never "
-            f"runs; the names are {known}, 'relu_backward', 'linear_steps', 'sum' and 'max'")
+            f"runs; the names are {known}, 'relu_backward', 'linear_steps', 'add_bias', 'sum' "
+            f"and 'max'")
     in_place = mode == "inplace"
     runs = []
     for kwargs in OPTIMIZER_CASES.get(base, ({},)):
@@ -335,6 +342,18 @@ def _relu_run(backend: Any, dtype: str) -> FastPathRun:
         generic = relu_backward(x, dout, backend.xp)
     return FastPathRun("relu_backward", "zeros, infinities and NaN",
                        {"result": backend.to_numpy(fast)}, {"result": backend.to_numpy(generic)})
+
+
+def _bias_run(backend: Any, dtype: str) -> FastPathRun:
+    from .layers import add_bias
+
+    inf, nan = float("inf"), float("nan")
+    rows = [[0.5, -2.0, 3.25, 1e-3], [-inf, 4.0, -0.75, 2.5], [1.5, nan, 0.0, -1.0]]
+    bias = backend.asarray([1.0, -inf, 0.25, 2.0], dtype=dtype)
+    fast = backend.fast["add_bias"](backend.asarray(rows, dtype=dtype), bias)
+    generic = add_bias(backend.asarray(rows, dtype=dtype), bias)
+    return FastPathRun("add_bias", "infinities and NaN", {"result": backend.to_numpy(fast)},
+                       {"result": backend.to_numpy(generic)})
 
 
 def _reduction_run(backend: Any, key: str, dtype: str) -> FastPathRun:

@@ -50,3 +50,16 @@ def test_without_a_backend_named_the_suite_says_what_to_set(tmp_path):
     printed = out.stdout + out.stderr
     assert "portgd.testing: set PORTGD_BACKEND to the backend to check" in printed
     assert len(printed.splitlines()) < 10, printed
+
+
+def test_imported_into_another_suite_without_a_backend_only_those_tests_fail(tmp_path):
+    """Outside --pyargs portgd.testing the fixture fails its tests; the session goes on."""
+    (tmp_path / "test_mine.py").write_text(
+        "from portgd.testing import conformance_backend, test_devices_are_consistent\n"
+        "def test_other():\n    assert True\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PORTGD_")}
+    out = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"],
+                         cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "1 passed, 1 error" in out.stdout  # a failing fixture is an error of its test
+    assert "set PORTGD_BACKEND to the backend to check" in out.stdout

@@ -108,6 +108,7 @@ def test_layers_bound_to_numpy_call_its_fast_paths():
     model = Sequential([Dense(3, 4), ReLU(), Dense(4, 2), Softmax()], seed=0)
     relu, softmax = model.layers[1], model.layers[3]
     assert relu._grad is backend.fast["relu_backward"]
+    assert model.layers[0]._add_bias is backend.fast["add_bias"]
     for layer in (model.layers[0], softmax):
         assert layer.reduce_sum is backend.fast["sum"]
         assert layer.reduce_max is backend.fast["max"]
@@ -117,6 +118,7 @@ def test_layers_on_a_backend_without_fast_paths_call_the_namespace():
     strict = pytest.importorskip("array_api_strict")
     model = Sequential([Dense(3, 2), Softmax()], seed=0, backend="array_api_strict")
     assert model.layers[1].reduce_sum is strict.sum and model.layers[1].reduce_max is strict.max
+    assert model.layers[0]._add_bias is portgd.layers.add_bias
 
 
 # -- Dropout's edges --------------------------------------------------------------------------

@@ -8,10 +8,11 @@ exception). It implements the calls :class:`portgd.distributed.Communicator` mak
 process, where a mutation run (tools/mutation.py) can see it; tests/test_distributed.py
 runs the same code under a real ``mpiexec``.
 
-Collectives complete when every rank has called them (``Iallreduce`` too: its request is
-done when it returns). Sums add the ranks' buffers in rank order. ``Abort`` breaks the
-group's barrier, so the other ranks fail instead of waiting (an exception that leaves a
-rank's ``work`` without ``Abort`` leaves the others waiting up to ``TIMEOUT_S``).
+Collectives complete when every rank has called them (``Iallreduce`` too, though its
+request reports completion only from its second ``Test()``). Sums add the ranks' buffers in
+rank order. ``Abort`` breaks the group's barrier, so the other ranks fail instead of waiting
+(an exception that leaves a rank's ``work`` without ``Abort`` leaves the others waiting up to
+``TIMEOUT_S``, after which the barrier is broken for all).
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ class _Barrier:
                 return
             if not self.cond.wait_for(
                     lambda: self.generation != generation or self.broken, TIMEOUT_S):
+                self.broken = True  # the ranks still to come fail at once, not after 30 s
+                self.cond.notify_all()
                 raise TimeoutError(f"a collective waited {TIMEOUT_S} s for the other ranks")
             if self.generation == generation:
                 raise threading.BrokenBarrierError
@@ -78,11 +81,16 @@ class _Group:
         self.reads: dict[int, int] = {}
 
 
-class _Done:
-    """The request of a collective that has already completed."""
+class _Request:
+    """The request of a collective that has completed but, like a real one in flight, says
+    so only from its second ``Test()`` (so ``fit`` also meets requests not yet done)."""
+
+    def __init__(self) -> None:
+        self.tests = 0
 
     def Test(self) -> bool:  # mpi4py's method names
-        return True
+        self.tests += 1
+        return self.tests > 1
 
     def Wait(self) -> None:
         return None
@@ -133,9 +141,9 @@ class ThreadComm:
             total += other
         recvbuf[...] = total
 
-    def Iallreduce(self, sendbuf: Any, recvbuf: np.ndarray, op: Any = None) -> _Done:
+    def Iallreduce(self, sendbuf: Any, recvbuf: np.ndarray, op: Any = None) -> _Request:
         self.Allreduce(sendbuf, recvbuf, op)
-        return _Done()
+        return _Request()
 
     def Abort(self, code: int = 1) -> None:
         self.aborted = code

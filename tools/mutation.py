@@ -127,15 +127,23 @@ def _mirror(source: Path, target: Path) -> bool:
 
 def sync_copy(workdir: Path) -> None:
     """Copy the working tree into ``workdir`` (and the tests into mutmut's ``mutants/``);
-    unchanged files are left alone, so mutants of unchanged sources keep their verdicts."""
+    unchanged files are left alone, so mutants of unchanged sources keep their verdicts.
+
+    When a source file changed, mutmut's record of which tests reach which function
+    (``mutants/mutmut-stats.json``) is deleted: mutmut would otherwise keep it and report
+    the mutants of a new function as reached by no test. The next run records it again."""
     wanted = set()
     mutants = workdir / "mutants"
+    changed = False
     for name in _files(REPO):
         target = workdir / _target_of(name)
         wanted.add(target)
-        _mirror(REPO / name, target)
+        copied = _mirror(REPO / name, target)
+        changed |= copied and name.startswith("portgd/")
         if name.startswith("tests/") and mutants.is_dir():
             _mirror(REPO / name, mutants / name)
+    if changed:
+        (mutants / "mutmut-stats.json").unlink(missing_ok=True)
     for sub in ("portgd", "tests"):  # files deleted from the checkout go from the copy too
         for path in (workdir / sub).rglob("*"):
             if path.is_file() and path not in wanted and "__pycache__" not in path.parts:

@@ -22,8 +22,8 @@ import numpy as np
 
 from . import __version__
 from ._files import write_atomically
-from ._npz import open_npz
 from .errors import BackendError, CheckpointError, PortgdError
+from .io.npz import open_npz
 from .layers import layer_from_config
 from .model import Sequential, param_name
 from .optim import optimizer_from_state_dict
@@ -180,7 +180,7 @@ def _check_layout(path: Path, header: dict[str, Any]) -> dict[str, str]:
 def _read(path: Path) -> tuple[dict[str, Any], dict[str, str], dict[str, np.ndarray]]:
     """The header, the entries it names (see :func:`_check_layout`) and their arrays.
 
-    Each entry is validated before use (see :mod:`portgd._npz`).
+    Each entry is validated before use (see :mod:`portgd.io.npz`).
 
     Entries the header does not name are ignored (never read).
     """

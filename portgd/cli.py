@@ -664,9 +664,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 # -- portgd predict ------------------------------------------------------------------------
 def _cmd_predict(args: argparse.Namespace) -> int:
-    from ._predictions import prediction_table, write_predictions
     from .checkpoint import load
     from .datasets import read_table
+    from .io.predictions import prediction_table, write_predictions
 
     output = None
     if args.output is not None:

@@ -1,4 +1,4 @@
-"""portgd._npz, the validated NPY/NPZ reader: every valid array reads back exactly as NumPy
+"""portgd.io.npz, the validated NPY/NPZ reader: every valid array reads back exactly as NumPy
 wrote it, whatever its dtype, byte order, memory order or NPY version."""
 
 from __future__ import annotations
@@ -9,8 +9,8 @@ import zipfile
 import numpy as np
 import pytest
 
-from portgd import _npz
 from portgd.errors import DatasetError
+from portgd.io import npz as _npz
 
 ARRAYS = {
     "float32": np.arange(12, dtype=np.float32).reshape(3, 4) / 7,

@@ -10,8 +10,7 @@ import portgd
 CONCRETE = {"numpy", "cupy", "torch", "jax", "jaxlib", "array_api_strict", "array_api_compat"}
 # Host-side I/O reads and writes NumPy, the host format (DESIGN.md, "The one rule").
 # modules and packages
-HOST_IO = {"checkpoint.py", "_npz.py", "datasets", "cli.py", "bench.py", "distributed.py",
-           "_predictions.py"}
+HOST_IO = {"checkpoint.py", "io", "datasets", "cli.py", "bench.py", "distributed.py"}
 HOST_IO.add("sklearn.py")  # scikit-learn estimators: NumPy is the host format there
 HOST_IO |= {"check.py", "testing.py"}  # compare backends' results on the host (issue 10)
 CORE = Path(portgd.__file__).parent

@@ -260,7 +260,7 @@ def _check_range(values: np.ndarray, dtype: str, path: Path, what: str) -> None:
 
 
 def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
-    from .._npz import NUMBER_KINDS, TEXT_KINDS, read_npy_file  # NumPy, on first use
+    from ..io.npz import NUMBER_KINDS, TEXT_KINDS, read_npy_file  # NumPy, on first use
 
     if not _signature(path, ".npy").startswith(b"\x93NUMPY"):
         raise DatasetError(f"{path} is an .npz archive saved under a .npy name")
@@ -280,7 +280,7 @@ def _read_npy(path: Path, target: str | int | None, need_target: bool) -> Table:
 
 
 def _read_npz(path: Path, need_target: bool) -> Table:
-    from .._npz import NUMBER_KINDS, TEXT_KINDS, open_npz  # NumPy, on first use
+    from ..io.npz import NUMBER_KINDS, TEXT_KINDS, open_npz  # NumPy, on first use
 
     if _signature(path, ".npz").startswith(b"\x93NUMPY"):
         raise DatasetError(f"{path} is a .npy array saved under an .npz name")

@@ -46,7 +46,7 @@ from typing import IO, Any
 
 import numpy as np
 
-from .errors import PortgdError
+from ..errors import PortgdError
 
 #: the NPY magic string
 MAGIC = b"\x93NUMPY"

@@ -22,8 +22,8 @@ from typing import Any
 
 import numpy as np
 
-from ._files import write_atomically
-from .errors import InputError
+from .._files import write_atomically
+from ..errors import InputError
 
 
 def prediction_table(

@@ -261,3 +261,13 @@ def test_rmsprop_keeps_a_momentum_buffer_only_with_momentum():
     assert optim.RMSprop().state_keys() == ("square_avg",)
     assert "momentum_buffer" in optim.RMSprop(momentum=0.5).state_keys()
     assert "grad_avg" in optim.RMSprop(centered=True).state_keys()
+
+
+def test_moving_the_state_lets_go_of_the_arrays_it_last_returned():
+    pytest.importorskip("array_api_strict")
+    model = _model_and_grads()
+    opt = optim.Adam(lr=0.1)
+    opt.update(model)
+    assert opt._returned  # the model's own arrays, whose state needs no shape check
+    opt.to("array_api_strict")
+    assert opt._returned == {}  # they live on the old device: nothing keeps them alive

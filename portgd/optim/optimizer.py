@@ -436,6 +436,7 @@ class Optimizer:
                 name: {k: backend.asarray(old.to_numpy(v), copy=True) for k, v in state.items()}
                 for name, state in self.state.items()
             }
+            self._returned = {}  # arrays of the old device: checked anew, and not kept alive
         for name, host in self._pending.items():
             self.state[name] = {k: backend.asarray(v, copy=True) for k, v in host.items()}
         self._pending = {}

@@ -25,7 +25,8 @@ gradients until :meth:`TrainingStep.finish`, which applies the whole update.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import functools
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Protocol
 
 from .model import param_prefix
@@ -85,7 +86,7 @@ class TrainingStep:
             update._already_finished()
         if self.reducer is None:
             if update.layerwise and layer.grads:
-                self._apply(index, layer, _present(layer.grads))
+                self._apply(index, layer, layer.grads)
             return
         if layer.grads:
             self.reducer.start(index, _present(layer.grads))
@@ -116,7 +117,12 @@ class TrainingStep:
             layer.grads = grads  # held for the whole-model update in finish()
 
     def _apply(self, index: int, layer: Layer, grads: dict[str, Any]) -> None:
-        new_params = self.update.apply(layer.params, grads,
-                                       name_of=param_prefix(index).__add__)
-        layer.params.update(new_params)
+        layer.params.update(self.update.apply(layer.params, grads, name_of=_name_of(index)))
         layer.grads = {}
+
+
+@functools.lru_cache(maxsize=1024)
+def _name_of(index: int) -> Callable[[str], str]:
+    """``key -> "<index>.<key>"``: layer ``index``'s parameter names in the optimizer's state
+    (one function per index, made once)."""
+    return param_prefix(index).__add__

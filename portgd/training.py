@@ -165,7 +165,9 @@ class _Accumulator:
         n = yhat.shape[0]
         self.batch_losses.append(value)
         self.loss_sum = self.loss_sum + value * self.loss.share(n, 1)
-        self.sums = [s + m.batch_sum(yhat, y) for s, m in zip(self.sums, self.metrics, strict=True)]
+        if self.metrics:
+            self.sums = [s + m.batch_sum(yhat, y)
+                         for s, m in zip(self.sums, self.metrics, strict=True)]
         self.samples += n
 
     def read(self, prefix: str = "", distributed: Any = None) -> dict[str, float]:

@@ -348,3 +348,52 @@ def test_the_layerwise_step_is_a_function_of_name_keyed_dicts(name, kwargs):
             np.testing.assert_array_equal(got[key], value, err_msg=key)
         params = expected
     assert parts.param_steps == whole.param_steps and parts.step_count == whole.step_count == 3
+
+
+def test_the_rule_is_looked_up_once_per_backend_like_a_layers_fast_paths(numpy_backend,
+                                                                          monkeypatch):
+    """An optimizer takes its update function from the backend once, as a layer binds its
+    fast paths when built: a fast path registered later reaches new optimizers only, and a
+    move to another backend looks the rule up there."""
+    x, labels = _batches(1)[0]
+    loss = portgd.losses.CategoricalCrossEntropy(from_logits=False)
+    opt = optim.SGD(lr=0.1)
+    _model("numpy").fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    calls = []
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", _catch_all_rule(calls))
+    _model("numpy").fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    assert calls == []
+    _model("numpy").fit(x, labels, loss=loss, optimizer=optim.SGD(lr=0.1), epochs=1,
+                        batch_size=8, verbose=0)
+    assert calls == [["xp"]] * 6
+    opt.to("array_api_strict")  # another backend: its own (generic) rule
+    _model("array_api_strict").fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8,
+                                   verbose=0)
+    assert calls == [["xp"]] * 6
+    opt.to(numpy_backend)  # back on NumPy: looked up again, and the new rule is found
+    _model("numpy").fit(x, labels, loss=loss, optimizer=opt, epochs=1, batch_size=8, verbose=0)
+    assert calls == [["xp"]] * 12
+
+
+@pytest.mark.parametrize("maximize", [False, True])
+def test_a_parameter_whose_gradient_is_none_is_left_alone(maximize):
+    """A layer may store None for a parameter that has no gradient this step: the layerwise
+    step skips it (no update, no state, no count) and updates the rest."""
+    params, grads = _named_params_and_grads()
+    grads["0.bias"] = None
+    whole = optim.Adam(lr=0.05, maximize=maximize)
+    parts = optim.Adam(lr=0.05, maximize=maximize)
+    want = whole.step(params, grads)
+    step = parts.begin_step({k: v.copy() for k, v in params.items()})
+    got = {}
+    for prefix in ("2.", "0."):
+        keys = [k for k in params if k.startswith(prefix)]
+        got.update({prefix + k: v for k, v in step.apply(
+            {k[2:]: params[k].copy() for k in keys}, {k[2:]: grads[k] for k in keys},
+            name_of=prefix.__add__).items()})
+    step.finish()
+    assert sorted(got) == ["0.weight", "2.bias", "2.weight"]
+    for key, value in got.items():
+        np.testing.assert_array_equal(value, want[key], err_msg=key)
+    assert sorted(parts.state) == sorted(whole.state) == ["0.weight", "2.bias", "2.weight"]
+    assert parts.param_steps == whole.param_steps == {"0.weight": 1, "2.bias": 1, "2.weight": 1}

@@ -59,7 +59,8 @@ class LayerwiseStep:
     ) -> dict[str, Array]:
         """New values for the parameters that ``grads`` names, keyed like ``grads``.
 
-        ``params`` and ``grads`` are keyed alike (``grads`` may name fewer, never None);
+        ``params`` and ``grads`` are keyed alike (``grads`` may name fewer; a None gradient
+        leaves its parameter as it is);
         ``name_of(key)`` is the parameter's name in the optimizer's state (default: the
         key). The caller hands over both: a backend's in-place rule may overwrite the
         parameter arrays and keep its intermediates in the gradients

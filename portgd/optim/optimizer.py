@@ -205,6 +205,10 @@ class Optimizer:
         self._unchecked: set[str] = set()  # loaded state not yet checked against params
         #: ``{name: the array the last update returned}``: its state needs no shape check
         self._returned: dict[str, Array] = {}
+        #: the update functions looked up on the backend ``_rules_for``, by
+        #: ``(in_place, may_overwrite_grad)``
+        self._rules_for: Backend | None = None
+        self._rules: dict[tuple[bool, bool], UpdateFn] = {}
 
     # -- stepping ---------------------------------------------------------------------
     def step(
@@ -341,13 +345,29 @@ class Optimizer:
         is passed on to it (if it takes that keyword) when the gradients are released after
         the update, so it may keep intermediates in them.
         """
+        if self._rules_for is not backend:  # looked up once per backend, as layers bind
+            self._rules_for, self._rules = backend, {}
+        update = self._rules.get((in_place, may_overwrite_grad))
+        if update is None:
+            update = self._rules[in_place, may_overwrite_grad] = self._lookup_rule(
+                backend, in_place, may_overwrite_grad)
+        return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
+
+    def _lookup_rule(self, backend: Backend, in_place: bool, may_overwrite_grad: bool
+                     ) -> UpdateFn:
         update = backend.op(self.name, type(self).update_rule)
         in_place_update = backend.fast.get(f"{self.name}:inplace") if in_place else None
-        if in_place_update is not None:
-            update = in_place_update
-            if may_overwrite_grad and _takes_keyword(update, "may_overwrite_grad"):
-                update = functools.partial(update, may_overwrite_grad=True)
-        return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
+        if in_place_update is None:
+            return update
+        if not (may_overwrite_grad and _takes_keyword(in_place_update, "may_overwrite_grad")):
+            return in_place_update
+
+        def overwriting(param: Array, grad: Array, state: Any, hp: Mapping[str, Any],
+                        step: int, *, xp: Any) -> tuple[Array, dict[str, Array]]:
+            # a closure, not functools.partial: merging keyword dicts costs ~0.2 us a call
+            return in_place_update(param, grad, state, hp, step, xp=xp, may_overwrite_grad=True)
+
+        return overwriting
 
     def _updated(
         self,
@@ -372,6 +392,8 @@ class Optimizer:
         new_params: dict[str, Array] = {}
         new_state: dict[str, dict[str, Array]] = {}
         for key, g in grads.items():
+            if g is None:  # a parameter without a gradient this step
+                continue
             name = key if name_of is None else name_of(key)
             p = params[key]
             state = states.get(name)
@@ -418,7 +440,7 @@ class Optimizer:
         if self.clip_norm is not None:
             grads = _clip_global_norm(grads, self.clip_norm, CLIP_NORM_EPS, xp)
         if self.maximize:
-            grads = {name: -g for name, g in grads.items()}
+            grads = {name: -g for name, g in grads.items() if g is not None}
         return grads
 
     # -- backends ---------------------------------------------------------------------

@@ -6,7 +6,7 @@ For each MLP shape of ``portgd.bench`` (the 4096-wide one only with --large or a
 - a hand-written loop of exactly the same math in plain NumPy (and in plain CuPy on a GPU):
   the same forward pass, the fused Softmax/Sigmoid cross-entropy gradient, the loss value
   summed on the device every step, SGD updating in place without temporaries, one gather of
-  the shuffled data per epoch;
+  the shuffled data per epoch, and weights at the same memory alignment as portgd's;
 - PyTorch eager: ``nn.Linear`` layers, ``F.cross_entropy`` / ``binary_cross_entropy_with_logits``
   on the logits, ``torch.optim.SGD``, the same batches.
 
@@ -161,8 +161,11 @@ def hand_written(
     update is SGD, or Adam (``portgd.optim.rules.adam_update``'s formula) with the moments
     updated in place.
     """
-    model = bench.build(case, "numpy")  # the same initial weights as portgd's model
-    params = [xp.asarray(v) for v in model.state_dict().values()]
+    # the same initial weights as portgd's model, in its own arrays: on NumPy they start on
+    # 64-byte boundaries as portgd's do, where malloc's would start 0, 16, 32 or 48 bytes
+    # past one by chance, up to 19% slower at two threads (benchmarks/alignment.py)
+    model = bench.build(case, "numpy")
+    params = [xp.asarray(v) for v in model.params.values()]
     weights, biases = params[0::2], params[1::2]
     n, bs = x.shape[0], case.batch_size
     relu = case.activation == "relu"

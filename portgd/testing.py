@@ -259,9 +259,11 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
     ``may_overwrite_grad`` runs both ways), ``"relu_backward"`` (inputs with zeros, signed
     infinities and NaN) and ``"linear_steps"`` (25 plain steps on a 6x3 system, one and two
     right-hand sides), ``"add_bias"`` (a fresh (3, 4) array plus a bias, with infinities and
-    NaN), ``"sum"`` and ``"max"`` (``xp.sum``/``xp.max`` over every axis and
-    none, with and without ``keepdims``, on inputs with infinities and NaN). Any other key
-    raises LookupError: portgd would never call it.
+    NaN), ``"parameter"`` (the values of new parameters shaped (3, 4), (5,), (1, 1) and
+    (0, 3), with infinities and NaN, must come back unchanged), ``"sum"`` and ``"max"``
+    (``xp.sum``/``xp.max`` over every axis and none, with and without ``keepdims``, on
+    inputs with infinities and NaN). Any other key raises LookupError: portgd would never
+    call it.
     """
     if key not in backend.fast:
         raise LookupError(f"{backend} has no fast path {key!r}")
@@ -273,14 +275,16 @@ def fast_path_runs(backend: Any, key: str, dtype: str) -> list[FastPathRun]:
         return [_reduction_run(backend, key, dtype)]
     if key == "add_bias":
         return [_bias_run(backend, dtype)]
+    if key == "parameter":
+        return [_parameter_run(backend, dtype)]
     base, _, mode = key.partition(":")
     optimizers = _optimizer_classes()
     if base not in optimizers or mode not in ("", "inplace"):
         known = ", ".join(f"{name!r}, '{name}:inplace'" for name in sorted(optimizers))
         raise LookupError(
             f"{backend} offers a fast path {key!r}, a name portgd never looks up, so it never "
-            f"runs; the names are {known}, 'relu_backward', 'linear_steps', 'add_bias', 'sum' "
-            f"and 'max'")
+            f"runs; the names are {known}, 'relu_backward', 'linear_steps', 'add_bias', "
+            f"'parameter', 'sum' and 'max'")
     in_place = mode == "inplace"
     runs = []
     for kwargs in OPTIMIZER_CASES.get(base, ({},)):
@@ -354,6 +358,21 @@ def _bias_run(backend: Any, dtype: str) -> FastPathRun:
     generic = add_bias(backend.asarray(rows, dtype=dtype), bias)
     return FastPathRun("add_bias", "infinities and NaN", {"result": backend.to_numpy(fast)},
                        {"result": backend.to_numpy(generic)})
+
+
+def _parameter_run(backend: Any, dtype: str) -> FastPathRun:
+    from .model import parameter_storage
+
+    inf, nan = float("inf"), float("nan")
+    values = {"(3, 4)": [[0.5, -2.0, 3.25, 1e-3], [-inf, 4.0, -0.75, 2.5], [1.5, nan, 0.0, -1.0]],
+              "(5,)": [1.0, -inf, 0.25, 2.0, nan], "(1, 1)": [[-0.125]],
+              "(0, 3)": np.zeros((0, 3))}
+    got, want = {}, {}
+    for name, value in values.items():
+        got[name] = backend.to_numpy(backend.fast["parameter"](backend.asarray(value,
+                                                                               dtype=dtype)))
+        want[name] = backend.to_numpy(parameter_storage(backend.asarray(value, dtype=dtype)))
+    return FastPathRun("parameter", "shapes with infinities and NaN", got, want)
 
 
 def _reduction_run(backend: Any, key: str, dtype: str) -> FastPathRun:

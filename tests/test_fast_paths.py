@@ -145,3 +145,67 @@ def test_the_conformance_suite_refuses_a_fast_path_portgd_never_calls(numpy_with
     backend = numpy_with("adam_inplace", optim.adam_update)  # misspelt: never looked up
     with pytest.raises(LookupError, match="'adam_inplace', a name portgd never looks up"):
         conformance.test_fast_paths_match_the_generic_path(backend)
+
+
+def _addresses_mod_64(model):
+    return {name: p.ctypes.data % 64 for name, p in model.params.items()}
+
+
+def test_numpy_keeps_every_parameter_on_a_64_byte_boundary():
+    """malloc aligns to 16 bytes; OpenBLAS's threaded products ran up to 19% slower with a
+    weight at 16, 32 or 48 bytes past a boundary (docs/performance.md). Every way a model
+    gets new parameters on NumPy lands them on a 64-byte boundary, with unchanged values."""
+    strict = portgd.mlp(13, [7, 5], 3, seed=4, backend="array_api_strict")
+    model = portgd.mlp(13, [7, 5], 3, seed=4, backend="numpy")
+    aligned = dict.fromkeys(model.params, 0)
+    assert _addresses_mod_64(model) == aligned
+    for name, value in strict.state_dict().items():
+        np.testing.assert_array_equal(model.state_dict()[name], value)
+
+    rng = np.random.default_rng(0)
+    loaded = {name: rng.normal(size=p.shape)[::-1] for name, p in model.params.items()}
+    model.load_state_dict(loaded)  # reversed views: not even contiguous
+    assert _addresses_mod_64(model) == aligned
+    for name, value in loaded.items():
+        np.testing.assert_array_equal(model.state_dict()[name], value.astype(np.float32))
+        assert model.params[name].flags.c_contiguous and model.params[name].flags.writeable
+
+    strict.to("numpy")
+    assert _addresses_mod_64(strict) == aligned
+
+
+def test_the_numpy_parameter_storage_copies_only_what_is_off_the_boundary():
+    from backends.numpy_fast import parameter
+
+    block = np.empty(40, dtype=np.float32)
+    first = -block.ctypes.data % 64 // 4  # the element that starts on a boundary
+    on = block[first:first + 12].reshape(3, 4)
+    assert parameter(on) is on
+    off = block[first + 1:first + 13].reshape(3, 4)
+    off[...] = np.arange(12).reshape(3, 4)
+    stored = parameter(off)
+    assert stored is not off and stored.ctypes.data % 64 == 0
+    assert stored.dtype == np.float32 and stored.shape == (3, 4)
+    np.testing.assert_array_equal(stored, np.arange(12).reshape(3, 4))
+    assert not np.shares_memory(stored, off)
+
+
+def test_a_backends_parameter_fast_path_stores_every_new_parameter(numpy_with):
+    stored = []
+
+    def parameter(x):
+        stored.append(x.shape)
+        return x.copy()
+
+    numpy_with("parameter", parameter)
+    model = portgd.mlp(3, [4], 2, backend="numpy")
+    assert stored == [(3, 4), (4,), (4, 2), (2,)]
+    model.load_state_dict(model.state_dict())
+    assert stored == [(3, 4), (4,), (4, 2), (2,)] * 2
+
+
+def test_the_conformance_suite_fails_a_parameter_storage_that_changes_values(numpy_with):
+    backend = numpy_with("parameter", lambda x: x * 2)
+    with pytest.raises(AssertionError, match=r"parameter \(shapes with infinities and NaN, "
+                                             r"float32\): \(3, 4\): relative difference"):
+        conformance.test_fast_paths_match_the_generic_path(backend)

@@ -60,12 +60,18 @@ def _overwritable(g: np.ndarray, grad: np.ndarray, may_overwrite_grad: bool) -> 
 
 
 def sgd_inplace(param, grad, state, hp, step, *, xp, may_overwrite_grad=False):
+    momentum = hp["momentum"]
+    if may_overwrite_grad and momentum == 0.0 and hp["weight_decay"] == 0.0:
+        # plain SGD in fit, the common case, as a hand-written loop does it: the two calls
+        # below the general path would make, without its helper calls
+        multiply(grad, hp["lr"], out=grad)
+        subtract(param, grad, out=param)
+        return param, {}
     g = _decayed(param, grad, hp["weight_decay"])
     # Nesterov reads g after the momentum update, so g cannot hold the intermediates there
     s = None if hp["nesterov"] else _overwritable(g, grad, may_overwrite_grad)
     if s is None:
         s = _scratch(param)
-    momentum = hp["momentum"]
     if momentum == 0.0:
         multiply(g, hp["lr"], out=s)
         subtract(param, s, out=param)

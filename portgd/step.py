@@ -85,8 +85,10 @@ class TrainingStep:
         if update.finished:
             update._already_finished()
         if self.reducer is None:
-            if update.layerwise and layer.grads:
-                self._apply(index, layer, layer.grads)
+            grads = layer.grads
+            if grads and update.layerwise:
+                layer.params.update(update.apply(layer.params, grads, _name_of(index)))
+                layer.grads = {}
             return
         if layer.grads:
             self.reducer.start(index, _present(layer.grads))
@@ -111,14 +113,11 @@ class TrainingStep:
 
     def _deliver(self, index: int, grads: dict[str, Any]) -> None:
         layer = self.model.layers[index]
-        if self.update.layerwise:
-            self._apply(index, layer, grads)
+        if self.update.layerwise:  # as __call__ does without a reducer
+            layer.params.update(self.update.apply(layer.params, grads, _name_of(index)))
+            layer.grads = {}
         else:
             layer.grads = grads  # held for the whole-model update in finish()
-
-    def _apply(self, index: int, layer: Layer, grads: dict[str, Any]) -> None:
-        layer.params.update(self.update.apply(layer.params, grads, name_of=_name_of(index)))
-        layer.grads = {}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -74,10 +74,8 @@ class LayerwiseStep:
                 "to finish(params, grads) instead of apply()"
             )
         optimizer = self.optimizer
-        new_params, new_state = optimizer._updated(params, grads, self.backend,
-                                                   self._update, self._hp, name_of=name_of)
-        optimizer._commit(new_state)
-        return new_params
+        return optimizer._updated(params, grads, self.backend, self._update, self._hp, name_of,
+                                  state_into=optimizer.state, steps_into=optimizer.param_steps)
 
     def finish(
         self,

@@ -330,9 +330,12 @@ class Optimizer:
         if self._unchecked:
             self._check_loaded(params, present, backend.xp)
         update, hp = self._rule(backend, in_place)
-        updated, new_state = self._updated(params, present, backend, update, hp)
-        new_params.update(updated)
-        self._commit(new_state)
+        new_state: dict[str, dict[str, Array]] = {}
+        new_steps: dict[str, int] = {}
+        new_params.update(self._updated(params, present, backend, update, hp,
+                                        state_into=new_state, steps_into=new_steps))
+        self.state.update(new_state)  # committed once every parameter has its update
+        self.param_steps.update(new_steps)
         self.step_count += 1
         return new_params
 
@@ -372,14 +375,21 @@ class Optimizer:
     def _updated(
         self,
         params: Mapping[str, Array],
-        grads: dict[str, Array],
+        grads: Mapping[str, Array | None],
         backend: Backend,
         update: UpdateFn,
         hp: Mapping[str, Any],
         name_of: Callable[[str], str] | None = None,
-    ) -> tuple[dict[str, Array], dict[str, dict[str, Array]]]:
-        """New parameters for the keys of ``grads`` and their new states, keyed by parameter
-        name (``name_of(key)``; the key itself by default). Commits nothing.
+        *,
+        state_into: dict[str, dict[str, Array]],
+        steps_into: dict[str, int],
+    ) -> dict[str, Array]:
+        """New parameters for the keys of ``grads`` (None gradients skipped).
+
+        Each parameter's new state and update count go into ``state_into[name]`` and
+        ``steps_into[name]``, with ``name = name_of(key)`` (the key itself by default): the
+        optimizer's own ``state`` and ``param_steps`` commit them as they are made, new
+        dicts hold them until the caller commits them all.
 
         A parameter's state is checked against its shape unless the parameter is the array
         this optimizer itself returned for that name last time (then its shape cannot have
@@ -388,9 +398,8 @@ class Optimizer:
         xp = backend.xp
         if self.clip_value is not None or self.clip_norm is not None or self.maximize:
             grads = self._prepare_grads(grads, xp)
-        states, steps, returned = self.state, self.param_steps, self._returned
+        states, counts, returned = self.state, self.param_steps, self._returned
         new_params: dict[str, Array] = {}
-        new_state: dict[str, dict[str, Array]] = {}
         for key, g in grads.items():
             if g is None:  # a parameter without a gradient this step
                 continue
@@ -401,9 +410,11 @@ class Optimizer:
                 state = self.init_state(p, xp, backend.device)
             elif returned.get(name) is not p:
                 self._check_state(name, state, p)
-            new_p, new_state[name] = update(p, g, state, hp, steps.get(name, 0) + 1, xp=xp)
+            count = counts.get(name, 0) + 1
+            new_p, state_into[name] = update(p, g, state, hp, count, xp=xp)
+            steps_into[name] = count
             new_params[key] = returned[name] = new_p
-        return new_params, new_state
+        return new_params
 
     def _check_state(self, name: str, state: Mapping[str, Array], p: Array) -> None:
         key = _state_mismatch(state, p)
@@ -414,11 +425,6 @@ class Optimizer:
                 f"{tuple(p.shape)}: the optimizer was used with another model. Make a new "
                 f"optimizer for this model, or call its reset() first"
             )
-
-    def _commit(self, new_state: Mapping[str, dict[str, Array]]) -> None:
-        self.state.update(new_state)
-        for name in new_state:
-            self.param_steps[name] = self.param_steps.get(name, 0) + 1
 
     def _check_arrays(
         self, backend: Backend, params: Mapping[str, Array], grads: dict[str, Array]

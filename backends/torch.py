@@ -9,6 +9,7 @@ import numpy as np
 from portgd.errors import BackendUnavailableError
 
 from ._base import Backend, backend_factory, unknown_device
+from .torch_fast import fast_paths
 
 INSTALL_HINT = "pip install 'portgd[torch]'"
 
@@ -61,7 +62,7 @@ def create(device: Any = None) -> Backend:
             error.args = (f"{error.args[0]} torch.cuda.is_available() is False: this torch "
                           "build or machine has no usable CUDA GPU.",)
         raise error
-    return TorchBackend(
+    backend = TorchBackend(
         torch,
         "torch",
         xp,
@@ -71,3 +72,5 @@ def create(device: Any = None) -> Backend:
         array_types=(torch.Tensor,),
         devices=devices,
     )
+    backend.fast.update(fast_paths(torch, xp))
+    return backend

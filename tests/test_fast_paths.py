@@ -43,10 +43,17 @@ def test_in_place_optimizer_matches_generic_bit_for_bit(name, kwargs, dtype):
             np.testing.assert_array_equal(fast_opt.state[key][state_key], value)
 
 
+def _fast_keys(name):
+    try:
+        return [(name, key) for key in sorted(portgd.get_backend(name).fast)]
+    except portgd.BackendUnavailableError:
+        return []
+
+
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("key", sorted(portgd.get_backend("numpy").fast))
-def test_every_numpy_fast_path_gives_the_generic_paths_numbers_bit_for_bit(key, dtype):
-    runs = fast_path_runs(portgd.get_backend("numpy"), key, dtype)
+@pytest.mark.parametrize("backend,key", _fast_keys("numpy") + _fast_keys("torch"))
+def test_every_cpu_fast_path_gives_the_generic_paths_numbers_bit_for_bit(backend, key, dtype):
+    runs = fast_path_runs(portgd.get_backend(backend), key, dtype)
     assert runs
     for run in runs:
         assert run.mismatches(0.0) == [], run.case

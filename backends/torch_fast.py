@@ -1,0 +1,47 @@
+"""Fast paths for the torch backend: the in-place optimizer rules of ``backends/inplace.py``
+made from torch's functions, and torch calls for a few operations of every training step
+that skip array-api-compat's Python wrappers. Each gives the generic path's numbers bit for
+bit (tests/test_fast_paths.py and the conformance suite check them).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from .inplace import in_place_rules
+
+
+def fast_paths(torch: Any, xp: Any) -> dict[str, Callable[..., Any]]:
+    """The fast-path table of the torch backend; ``xp`` is array-api-compat's namespace,
+    whose ``sum`` and ``max`` stay the path for ``axis=None``."""
+
+    def relu_backward(x: Any, dout: Any) -> Any:
+        """``dout * (x > 0)``: torch multiplies by the boolean mask directly."""
+        return dout * (x > 0)
+
+    def add_bias(y: Any, bias: Any) -> Any:
+        """``y + bias`` written into ``y``, Dense's fresh product (one allocation less)."""
+        return torch.add(y, bias, out=y)
+
+    def reduce_sum(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+        """``xp.sum``: along an axis, the ``torch.sum`` call the wrapper would make."""
+        if axis is None:
+            return xp.sum(x, keepdims=keepdims)
+        return torch.sum(x, axis, keepdim=keepdims)
+
+    def reduce_max(x: Any, /, *, axis: Any = None, keepdims: bool = False) -> Any:
+        """``xp.max``: along an axis, the ``torch.amax`` call the wrapper would make."""
+        if axis is None:
+            return xp.max(x, keepdims=keepdims)
+        return torch.amax(x, axis, keepdim=keepdims)
+
+    return {
+        **in_place_rules(add=torch.add, subtract=torch.sub, multiply=torch.mul,
+                         divide=torch.div, sqrt=torch.sqrt, maximum=torch.maximum,
+                         empty_like=torch.empty_like, copy=torch.clone),
+        "relu_backward": relu_backward,
+        "add_bias": add_bias,
+        "sum": reduce_sum,
+        "max": reduce_max,
+    }

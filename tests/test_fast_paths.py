@@ -182,8 +182,7 @@ def test_numpy_keeps_every_parameter_on_a_64_byte_boundary():
 
 
 def test_the_numpy_parameter_storage_copies_only_what_is_off_the_boundary():
-    from backends.numpy_fast import parameter
-
+    parameter = portgd.get_backend("numpy").fast["parameter"]
     block = np.empty(40, dtype=np.float32)
     first = -block.ctypes.data % 64 // 4  # the element that starts on a boundary
     on = block[first:first + 12].reshape(3, 4)

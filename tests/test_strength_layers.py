@@ -216,3 +216,21 @@ def test_the_fused_cross_entropy_value_sums_with_the_softmax_layers_reductions()
     value, _ = loss.fused_with_layer(softmax, y, model.xp)
     assert calls == [-1, None]
     assert float(value) == pytest.approx(want, rel=1e-12)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sigmoid_gives_the_select_forms_numbers_bit_for_bit(dtype):
+    """``exp(min(x, 0)) / (1 + exp(-|x|))`` is ``where(x >= 0, 1, e) / (1 + e)`` with
+    ``e = exp(-|x|)``, to the last bit: both tails, signed zeros, subnormals, infinities, NaN."""
+    rng = np.random.default_rng(3)
+    tiny = np.finfo(dtype).smallest_subnormal
+    x = np.concatenate([rng.standard_normal(500) * 40, rng.standard_normal(500),
+                        [0.0, -0.0, tiny, -tiny, 1e4, -1e4, np.inf, -np.inf, np.nan]]).astype(dtype)
+    e = np.exp(-np.abs(x))
+    with np.errstate(over="ignore"):
+        got = portgd.layers.sigmoid(np, x)
+    want = np.where(x >= 0, dtype(1.0), e) / (dtype(1.0) + e)
+    assert got.dtype == dtype
+    np.testing.assert_array_equal(got, want)  # NaN where the select form has NaN
+    numbers = ~np.isnan(want)  # a NaN's sign bit means nothing
+    np.testing.assert_array_equal(np.signbit(got[numbers]), np.signbit(want[numbers]))

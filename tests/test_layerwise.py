@@ -380,14 +380,14 @@ def test_a_parameter_whose_gradient_is_none_is_left_alone(maximize):
     """A layer may store None for a parameter that has no gradient this step: the layerwise
     step skips it (no update, no state, no count) and updates the rest."""
     params, grads = _named_params_and_grads()
-    grads["0.bias"] = None
+    grads = {"0.bias": None, **{k: v for k, v in grads.items() if k != "0.bias"}}  # None first
     whole = optim.Adam(lr=0.05, maximize=maximize)
     parts = optim.Adam(lr=0.05, maximize=maximize)
     want = whole.step(params, grads)
     step = parts.begin_step({k: v.copy() for k, v in params.items()})
     got = {}
     for prefix in ("2.", "0."):
-        keys = [k for k in params if k.startswith(prefix)]
+        keys = [k for k in grads if k.startswith(prefix)]
         got.update({prefix + k: v for k, v in step.apply(
             {k[2:]: params[k].copy() for k in keys}, {k[2:]: grads[k] for k in keys},
             name_of=prefix.__add__).items()})
@@ -397,3 +397,18 @@ def test_a_parameter_whose_gradient_is_none_is_left_alone(maximize):
         np.testing.assert_array_equal(value, want[key], err_msg=key)
     assert sorted(parts.state) == sorted(whole.state) == ["0.weight", "2.bias", "2.weight"]
     assert parts.param_steps == whole.param_steps == {"0.weight": 1, "2.bias": 1, "2.weight": 1}
+
+
+def test_a_rule_that_may_overwrite_the_gradient_gets_the_backends_namespace(numpy_backend,
+                                                                            monkeypatch):
+    seen = []
+
+    def sgd_inplace(param, grad, state, hp, step, *, xp, may_overwrite_grad=False):
+        seen.append((xp, may_overwrite_grad))
+        return optim.sgd_update(param, grad, state, hp, step, xp=xp)
+
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", sgd_inplace)
+    x, labels = _batches(1)[0]
+    _model("numpy").fit(x, labels, loss=portgd.losses.CategoricalCrossEntropy(from_logits=False),
+                        optimizer=optim.SGD(lr=0.1), epochs=1, batch_size=8, verbose=0)
+    assert seen == [(numpy_backend.xp, True)] * 6

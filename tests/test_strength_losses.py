@@ -177,3 +177,29 @@ def test_a_logits_loss_after_the_activation_takes_the_outputs_as_logits(last):
         expected = np.mean(_lse(p) - np.sum(y * p, axis=1))
     assert loss.fuses_with is None
     assert model.evaluate(x, y, loss=loss)["loss"] == pytest.approx(expected, rel=RTOL)
+
+
+def test_categorical_cross_entropy_names_itself_when_targets_do_not_fit():
+    with pytest.raises(portgd.ShapeError, match=r"^CategoricalCrossEntropy: targets shaped "
+                                                r"\(4, 2\) do not match predictions shaped "
+                                                r"\(4, 3\)"):
+        CategoricalCrossEntropy()(np.zeros((4, 3)), np.zeros((4, 2)), np)
+
+
+@pytest.mark.parametrize("targets", ["labels", "float64 one-hot rows"])
+def test_the_fused_pair_takes_labels_and_other_dtypes_as_one_hot_rows(targets):
+    """The fused Softmax + cross-entropy turns labels into one-hot rows (and casts targets to
+    the logits' dtype) with the namespace it is given: the same value and gradient as
+    float32 one-hot rows."""
+    model = portgd.mlp(3, [4], 3, output="softmax", seed=2)
+    x = np.random.default_rng(0).normal(size=(5, 3))
+    labels = np.array([0, 2, 1, 1, 0])
+    model.forward(model.input(x))
+    loss = CategoricalCrossEntropy(from_logits=False)
+    rows = np.eye(3, dtype=np.float32)[labels]
+    given = labels if targets == "labels" else rows.astype(np.float64)
+    value, grad = loss.fused_with_layer(model.layers[-1], given, np)
+    want_value, want_grad = loss.fused_with_layer(model.layers[-1], rows, np)
+    assert grad.dtype == np.float32
+    np.testing.assert_array_equal(value, want_value)
+    np.testing.assert_array_equal(grad, want_grad)

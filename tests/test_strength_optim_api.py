@@ -129,6 +129,29 @@ def test_an_object_that_is_no_array_is_named_by_its_type():
         opt.step({"w": object()}, {"w": np.ones(2)})
 
 
+@pytest.mark.parametrize("value,kind,what", [
+    ([1.0, 2.0], "list", "parameter 'w'"), ((1.0, 2.0), "tuple", "parameter 'w'"),
+    (1.5, "float", "parameter 'w'"), (2, "int", "parameter 'w'"), (1j, "complex", "parameter 'w'"),
+])
+def test_python_data_in_place_of_an_array_is_named_as_such(value, kind, what):
+    """A list is host data NumPy would take, but no array: the message says so, rather than
+    that the state lives elsewhere."""
+    opt = optim.SGD(lr=0.1)
+    opt.step({"w": np.ones(2)}, {"w": np.ones(2)})
+    with pytest.raises(portgd.InputError, match=rf"^SGD: {what} is a Python {kind}, not an "
+                                                r"array; pass arrays of the backend the state "
+                                                r"lives on, e.g. portgd.get_backend\('numpy'\)"
+                                                r"\.asarray\(value\)$"):
+        opt.step({"w": value}, {"w": np.ones(2)})
+
+
+def test_a_gradient_given_as_a_list_is_named_as_such():
+    opt = optim.SGD(lr=0.1)
+    opt.step({"w": np.ones(2)}, {"w": np.ones(2)})
+    with pytest.raises(portgd.InputError, match=r"^SGD: gradient 'w' is a Python list, not an"):
+        opt.step({"w": np.ones(2)}, {"w": [1.0, 2.0]})
+
+
 def test_moving_the_state_keeps_the_device():
     pytest.importorskip("array_api_strict")
     opt = optim.Adam(lr=0.1)

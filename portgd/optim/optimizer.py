@@ -473,6 +473,12 @@ class Optimizer:
     def _check_array(self, backend: Backend, x: Any, what: str) -> None:
         if backend.holds(x):
             return
+        if isinstance(x, (list, tuple, int, float, complex)):  # host data, but no array
+            raise InputError(
+                f"{type(self).__name__}: {what} is a Python {type(x).__name__}, not an "
+                f"array; pass arrays of the backend the state lives on, e.g. "
+                f"portgd.get_backend({backend.name!r}).asarray(value)"
+            )
         raise BackendMismatchError(
             f"{type(self).__name__}: {what} is {_describe(x)}, but this optimizer's state "
             f"lives on {backend.name} on device {backend.device_name!r}. Move the optimizer "

@@ -33,15 +33,17 @@ ALIGNMENT = 64
 
 
 def parameter(x: np.ndarray) -> np.ndarray:
-    """``x`` in memory that starts on a 64-byte boundary: ``x`` itself if it already does,
-    else a copy with the same values (the model's storage for a new parameter).
+    """``x`` in writable C-ordered memory that starts on a 64-byte boundary: ``x`` itself if
+    it already is such an array, else a copy with the same values (the model's storage for a
+    new parameter, which the in-place rules then update).
 
     malloc aligns to 16 bytes. OpenBLAS's two-thread float32 products read the weight
-    matrices of every step, and with a weight at an offset of 16, 32 or 48 bytes they ran
-    6-19% slower here (a 784-256-256-10 step, docs/performance.md); at one thread it made
-    no difference.
+    matrices of every step, and with a weight at an offset of 16, 32 or 48 bytes a
+    784-256-256-10 step ran 6-22% slower here (docs/performance.md); at one thread the
+    aligned weights were 1-2% slower.
     """
-    if x.ctypes.data % ALIGNMENT == 0:
+    flags = x.flags
+    if flags.c_contiguous and flags.writeable and x.ctypes.data % ALIGNMENT == 0:
         return x
     buffer = np.empty(x.nbytes + ALIGNMENT, dtype=np.uint8)
     start = -buffer.ctypes.data % ALIGNMENT

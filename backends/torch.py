@@ -72,5 +72,6 @@ def create(device: Any = None) -> Backend:
         array_types=(torch.Tensor,),
         devices=devices,
     )
-    backend.fast.update(fast_paths(torch, xp))
+    if chosen.type == "cpu":  # not yet run on a GPU: CUDA keeps the generic paths
+        backend.fast.update(fast_paths(torch, xp))
     return backend

@@ -1,15 +1,33 @@
-"""Fast paths for the torch backend: the in-place optimizer rules of ``backends/inplace.py``
-made from torch's functions, and torch calls for a few operations of every training step
-that skip array-api-compat's Python wrappers. Each gives the generic path's numbers bit for
-bit (tests/test_fast_paths.py and the conformance suite check them).
+"""Fast paths for the torch backend on the CPU: the in-place optimizer rules of
+``backends/inplace.py`` made from torch's functions, and torch calls for a few operations of
+every training step that skip array-api-compat's Python wrappers. Each gives the generic
+path's numbers bit for bit (tests/test_fast_paths.py and the conformance suite check them).
+They are not registered on CUDA devices: they have not been run on a GPU yet.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from .inplace import in_place_rules
+
+
+def _outside_autograd(torch: Any, rule: Callable[..., Any]) -> Callable[..., Any]:
+    """``rule`` run under ``torch.no_grad()`` for a parameter that requires grad: torch
+    refuses ``out=`` arguments where autograd records, and an optimizer's update is not part
+    of any graph (``torch.optim`` steps the same way). portgd's own parameters never require
+    grad and take the plain call."""
+
+    @functools.wraps(rule)  # keeps the signature: inspect still finds may_overwrite_grad
+    def update(param: Any, *args: Any, **kwargs: Any) -> Any:
+        if param.requires_grad:
+            with torch.no_grad():
+                return rule(param, *args, **kwargs)
+        return rule(param, *args, **kwargs)
+
+    return update
 
 
 def fast_paths(torch: Any, xp: Any) -> dict[str, Callable[..., Any]]:
@@ -36,10 +54,11 @@ def fast_paths(torch: Any, xp: Any) -> dict[str, Callable[..., Any]]:
             return xp.max(x, keepdims=keepdims)
         return torch.amax(x, axis, keepdim=keepdims)
 
+    rules = in_place_rules(add=torch.add, subtract=torch.sub, multiply=torch.mul,
+                           divide=torch.div, sqrt=torch.sqrt, maximum=torch.maximum,
+                           empty_like=torch.empty_like, copy=torch.clone)
     return {
-        **in_place_rules(add=torch.add, subtract=torch.sub, multiply=torch.mul,
-                         divide=torch.div, sqrt=torch.sqrt, maximum=torch.maximum,
-                         empty_like=torch.empty_like, copy=torch.clone),
+        **{name: _outside_autograd(torch, rule) for name, rule in rules.items()},
         "relu_backward": relu_backward,
         "add_bias": add_bias,
         "sum": reduce_sum,

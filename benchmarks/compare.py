@@ -163,7 +163,7 @@ def hand_written(
     """
     # the same initial weights as portgd's model, in its own arrays: on NumPy they start on
     # 64-byte boundaries as portgd's do, where malloc's would start 0, 16, 32 or 48 bytes
-    # past one by chance, up to 19% slower at two threads (benchmarks/alignment.py)
+    # past one by chance, up to 22% slower at two threads (benchmarks/alignment.py)
     model = bench.build(case, "numpy")
     params = [xp.asarray(v) for v in model.params.values()]
     weights, biases = params[0::2], params[1::2]

@@ -248,7 +248,7 @@ class CategoricalCrossEntropy(_CrossEntropy):
     def _targets(self, xp: Any, yhat: Any, y: Any) -> Any:
         if y.ndim == 1 and yhat.ndim == 2 and y.shape[0] == yhat.shape[0]:
             y = one_hot(xp, y, yhat.shape[1], yhat.dtype)
-        return Loss._targets(self, xp, yhat, y)  # super() costs a lookup every step
+        return super()._targets(xp, yhat, y)
 
     def _probability_value_and_grad(
         self, xp: Any, yhat: Any, y: Any, scale: float, grad: bool

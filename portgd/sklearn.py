@@ -443,7 +443,7 @@ class _BaseMLP(BaseEstimator):
                       batch_size=self._batch(n), shuffle=bool(self.shuffle),
                       callbacks=[stopper], verbose=0)
             if early and stopper.best_params is not None:
-                model.params = stopper.best_params
+                model.load_state_dict(stopper.best_params)  # the model's own storage again
         self.loss_ = self.loss_curve_[-1]
         if not incremental and not stopper.converged:
             warnings.warn(

@@ -85,10 +85,8 @@ class TrainingStep:
         if update.finished:
             update._already_finished()
         if self.reducer is None:
-            grads = layer.grads
-            if grads and update.layerwise:
-                layer.params.update(update.apply(layer.params, grads, _name_of(index)))
-                layer.grads = {}
+            if layer.grads and update.layerwise:
+                self._apply(index, layer, layer.grads)
             return
         if layer.grads:
             self.reducer.start(index, _present(layer.grads))
@@ -113,11 +111,15 @@ class TrainingStep:
 
     def _deliver(self, index: int, grads: dict[str, Any]) -> None:
         layer = self.model.layers[index]
-        if self.update.layerwise:  # as __call__ does without a reducer
-            layer.params.update(self.update.apply(layer.params, grads, _name_of(index)))
-            layer.grads = {}
+        if self.update.layerwise:
+            self._apply(index, layer, grads)
         else:
             layer.grads = grads  # held for the whole-model update in finish()
+
+    def _apply(self, index: int, layer: Layer, grads: dict[str, Any]) -> None:
+        """Update ``layer``'s parameters from ``grads`` now and release its gradients."""
+        layer.params.update(self.update.apply(layer.params, grads, _name_of(index)))
+        layer.grads = {}
 
 
 @functools.lru_cache(maxsize=1024)

@@ -23,6 +23,8 @@ def alignment():
     finally:
         del sys.modules[spec.name]
         sys.modules.pop("compare", None)
+        if str(SCRIPT.parent) in sys.path:  # the script put its folder there for compare.py
+            sys.path.remove(str(SCRIPT.parent))
 
 
 @pytest.mark.parametrize("offset", [0, 16, 32, 48])

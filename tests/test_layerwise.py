@@ -375,14 +375,15 @@ def test_the_rule_is_looked_up_once_per_backend_like_a_layers_fast_paths(numpy_b
     assert calls == [["xp"]] * 12
 
 
-@pytest.mark.parametrize("maximize", [False, True])
-def test_a_parameter_whose_gradient_is_none_is_left_alone(maximize):
+@pytest.mark.parametrize("options", [{}, {"maximize": True}, {"clip_value": 0.5}])
+def test_a_parameter_whose_gradient_is_none_is_left_alone(options):
     """A layer may store None for a parameter that has no gradient this step: the layerwise
-    step skips it (no update, no state, no count) and updates the rest."""
+    step skips it (no update, no state, no count) and updates the rest, also where the
+    gradients are clipped or negated first."""
     params, grads = _named_params_and_grads()
     grads = {"0.bias": None, **{k: v for k, v in grads.items() if k != "0.bias"}}  # None first
-    whole = optim.Adam(lr=0.05, maximize=maximize)
-    parts = optim.Adam(lr=0.05, maximize=maximize)
+    whole = optim.Adam(lr=0.05, **options)
+    parts = optim.Adam(lr=0.05, **options)
     want = whole.step(params, grads)
     step = parts.begin_step({k: v.copy() for k, v in params.items()})
     got = {}
@@ -412,3 +413,27 @@ def test_a_rule_that_may_overwrite_the_gradient_gets_the_backends_namespace(nump
     _model("numpy").fit(x, labels, loss=portgd.losses.CategoricalCrossEntropy(from_logits=False),
                         optimizer=optim.SGD(lr=0.1), epochs=1, batch_size=8, verbose=0)
     assert seen == [(numpy_backend.xp, True)] * 6
+
+
+def test_a_group_whose_rule_fails_part_way_commits_nothing(numpy_backend, monkeypatch):
+    """State and counts move with the parameters: a rule that raises on a group's second
+    parameter leaves the first one's state and count where they were, since the caller
+    never receives its new value."""
+    calls = []
+
+    def sgd_inplace(param, grad, state, hp, step, *, xp):
+        calls.append(step)
+        if len(calls) == 2:
+            raise RuntimeError("out of memory")
+        return optim.sgd_update(param, grad, state, hp, step, xp=xp)
+
+    monkeypatch.setitem(numpy_backend.fast, "sgd:inplace", sgd_inplace)
+    opt = optim.SGD(lr=0.1, momentum=0.9)
+    params, grads = _named_params_and_grads()
+    step = opt.begin_step(params)
+    group = {"weight": params["0.weight"], "bias": params["0.bias"]}
+    with pytest.raises(RuntimeError, match="out of memory"):
+        step.apply(group, {"weight": grads["0.weight"], "bias": grads["0.bias"]},
+                   name_of="0.".__add__)
+    assert calls == [1, 1]
+    assert opt.state == {} and opt.param_steps == {}

@@ -22,6 +22,8 @@ def overhead():
     finally:
         del sys.modules[spec.name]
         sys.modules.pop("compare", None)
+        if str(SCRIPT.parent) in sys.path:  # the script put its folder there for compare.py
+            sys.path.remove(str(SCRIPT.parent))
 
 
 def test_a_short_run_prints_every_contender_against_the_direct_loop(overhead, capsys):

@@ -294,3 +294,25 @@ def test_moving_the_state_lets_go_of_the_arrays_it_last_returned():
     assert opt._returned  # the model's own arrays, whose state needs no shape check
     opt.to("array_api_strict")
     assert opt._returned == {}  # they live on the old device: nothing keeps them alive
+
+
+@pytest.mark.parametrize("in_place", [True, False])
+def test_state_of_another_model_changes_nothing_even_after_a_matching_parameter(in_place):
+    """The first parameter's state fits, the second's does not: the update refuses before
+    it writes into either (an in-place rule would have changed the first already)."""
+    opt = optim.Adam(lr=0.1)
+    first = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    opt.step(first, {"w": np.ones((2, 2)), "b": np.ones(2)})
+    before = {name: {k: v.copy() for k, v in state.items()} for name, state in opt.state.items()}
+    other = {"w": np.full((2, 2), 3.0), "b": np.full(3, 3.0)}
+    grads = {"w": np.ones((2, 2)), "b": np.ones(3)}
+    with pytest.raises(portgd.InputError, match="holds state for a parameter 'b' shaped"):
+        if in_place:
+            opt._apply(other, grads, in_place=True, trusted=True)
+        else:
+            opt.step(other, grads)
+    np.testing.assert_array_equal(other["w"], np.full((2, 2), 3.0))
+    assert opt.param_steps == {"w": 1, "b": 1} and opt.step_count == 1
+    for name, state in before.items():
+        for key, value in state.items():
+            np.testing.assert_array_equal(opt.state[name][key], value)

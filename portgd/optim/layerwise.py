@@ -54,10 +54,11 @@ class LayerwiseStep:
     def apply(
         self,
         params: Mapping[str, Array],
-        grads: Mapping[str, Array],
+        grads: Mapping[str, Array | None],
         name_of: Callable[[str], str] | None = None,
     ) -> dict[str, Array]:
-        """New values for the parameters that ``grads`` names, keyed like ``grads``.
+        """New values for the parameters that ``grads`` names, keyed like ``grads`` (without
+        the keys whose gradient is None).
 
         ``params`` and ``grads`` are keyed alike (``grads`` may name fewer; a None gradient
         leaves its parameter as it is);
@@ -74,8 +75,10 @@ class LayerwiseStep:
                 "to finish(params, grads) instead of apply()"
             )
         optimizer = self.optimizer
-        return optimizer._updated(params, grads, self.backend, self._update, self._hp, name_of,
-                                  state_into=optimizer.state, steps_into=optimizer.param_steps)
+        new_params, new_state, new_steps = optimizer._updated(
+            params, grads, self.backend, self._update, self._hp, name_of)
+        optimizer._commit(new_state, new_steps)  # once the whole group has its update
+        return new_params
 
     def finish(
         self,

@@ -330,12 +330,9 @@ class Optimizer:
         if self._unchecked:
             self._check_loaded(params, present, backend.xp)
         update, hp = self._rule(backend, in_place)
-        new_state: dict[str, dict[str, Array]] = {}
-        new_steps: dict[str, int] = {}
-        new_params.update(self._updated(params, present, backend, update, hp,
-                                        state_into=new_state, steps_into=new_steps))
-        self.state.update(new_state)  # committed once every parameter has its update
-        self.param_steps.update(new_steps)
+        updated, new_state, new_steps = self._updated(params, present, backend, update, hp)
+        new_params.update(updated)
+        self._commit(new_state, new_steps)
         self.step_count += 1
         return new_params
 
@@ -380,41 +377,45 @@ class Optimizer:
         update: UpdateFn,
         hp: Mapping[str, Any],
         name_of: Callable[[str], str] | None = None,
-        *,
-        state_into: dict[str, dict[str, Array]],
-        steps_into: dict[str, int],
-    ) -> dict[str, Array]:
-        """New parameters for the keys of ``grads`` (None gradients skipped).
+    ) -> tuple[dict[str, Array], dict[str, dict[str, Array]], dict[str, int]]:
+        """New parameters for the keys of ``grads`` (None gradients skipped), and the new
+        states and update counts by parameter name (``name_of(key)``; the key itself by
+        default). Commits nothing: the caller passes the last two to :meth:`_commit`.
 
-        Each parameter's new state and update count go into ``state_into[name]`` and
-        ``steps_into[name]``, with ``name = name_of(key)`` (the key itself by default): the
-        optimizer's own ``state`` and ``param_steps`` commit them as they are made, new
-        dicts hold them until the caller commits them all.
-
-        A parameter's state is checked against its shape unless the parameter is the array
-        this optimizer itself returned for that name last time (then its shape cannot have
-        changed): a training loop pays for the check once, not every step.
+        Every held state is checked against its parameter's shape before the first update,
+        so that a mismatch changes nothing (an in-place rule writes into the parameter). A
+        parameter that is the array this optimizer itself returned for that name last time
+        cannot have changed shape: a training loop pays for the check once, not every step.
         """
         xp = backend.xp
         if self.clip_value is not None or self.clip_norm is not None or self.maximize:
             grads = self._prepare_grads(grads, xp)
         states, counts, returned = self.state, self.param_steps, self._returned
-        new_params: dict[str, Array] = {}
+        names: dict[str, str] = {}
         for key, g in grads.items():
             if g is None:  # a parameter without a gradient this step
                 continue
-            name = key if name_of is None else name_of(key)
+            name = names[key] = key if name_of is None else name_of(key)
+            if returned.get(name) is not params[key] and name in states:
+                self._check_state(name, states[name], params[key])
+        new_params: dict[str, Array] = {}
+        new_state: dict[str, dict[str, Array]] = {}
+        new_steps: dict[str, int] = {}
+        for key, name in names.items():
             p = params[key]
             state = states.get(name)
             if state is None:
                 state = self.init_state(p, xp, backend.device)
-            elif returned.get(name) is not p:
-                self._check_state(name, state, p)
-            count = counts.get(name, 0) + 1
-            new_p, state_into[name] = update(p, g, state, hp, count, xp=xp)
-            steps_into[name] = count
+            count = new_steps[name] = counts.get(name, 0) + 1
+            new_p, new_state[name] = update(p, grads[key], state, hp, count, xp=xp)
             new_params[key] = returned[name] = new_p
-        return new_params
+        return new_params, new_state, new_steps
+
+    def _commit(self, new_state: Mapping[str, dict[str, Array]],
+                new_steps: Mapping[str, int]) -> None:
+        """Make the states and counts of :meth:`_updated` the optimizer's own."""
+        self.state.update(new_state)
+        self.param_steps.update(new_steps)
 
     def _check_state(self, name: str, state: Mapping[str, Array], p: Array) -> None:
         key = _state_mismatch(state, p)
@@ -440,13 +441,14 @@ class Optimizer:
                     f"parameter has shape {tuple(params[name].shape)}"
                 )
 
-    def _prepare_grads(self, grads: dict[str, Array], xp: Any) -> dict[str, Array]:
+    def _prepare_grads(self, grads: Mapping[str, Array | None], xp: Any) -> dict[str, Array]:
+        grads = {name: g for name, g in grads.items() if g is not None}
         if self.clip_value is not None:
             grads = _clip_value(grads, self.clip_value, xp)
         if self.clip_norm is not None:
             grads = _clip_global_norm(grads, self.clip_norm, CLIP_NORM_EPS, xp)
         if self.maximize:
-            grads = {name: -g for name, g in grads.items() if g is not None}
+            grads = {name: -g for name, g in grads.items()}
         return grads
 
     # -- backends ---------------------------------------------------------------------

@@ -38,7 +38,10 @@ class LayerwiseStep:
     If the caller stops part-way (a backward pass that raises), the parts applied so far
     have taken the step and the others have not. Each parameter's update count
     (``param_steps``, which Adam's bias correction reads) stays exact; ``step_count``
-    (which schedules read) advances only in :meth:`finish`.
+    (which schedules read) advances only in :meth:`finish`. Within one :meth:`apply`, the
+    new states and counts are committed together after the last parameter's update; a held
+    state that does not fit its parameter raises before that parameter changes (parameters
+    before it in the same call keep their update, as with in-place rules they must).
     """
 
     def __init__(self, optimizer: Optimizer, backend: Backend) -> None:

@@ -329,6 +329,7 @@ class Optimizer:
             self._check_arrays(backend, params, present)
         if self._unchecked:
             self._check_loaded(params, present, backend.xp)
+        self._check_states(params, present)
         update, hp = self._rule(backend, in_place)
         updated, new_state, new_steps = self._updated(params, present, backend, update, hp)
         new_params.update(updated)
@@ -382,34 +383,41 @@ class Optimizer:
         states and update counts by parameter name (``name_of(key)``; the key itself by
         default). Commits nothing: the caller passes the last two to :meth:`_commit`.
 
-        Every held state is checked against its parameter's shape before the first update,
-        so that a mismatch changes nothing (an in-place rule writes into the parameter). A
-        parameter that is the array this optimizer itself returned for that name last time
-        cannot have changed shape: a training loop pays for the check once, not every step.
+        A held state is checked against its parameter's shape before that parameter is
+        updated, unless the parameter is the array this optimizer itself returned for that
+        name last time (then its shape cannot have changed): a training loop pays for the
+        check once, not every step. (:meth:`_check_states` checks a whole update first.)
         """
         xp = backend.xp
         if self.clip_value is not None or self.clip_norm is not None or self.maximize:
             grads = self._prepare_grads(grads, xp)
         states, counts, returned = self.state, self.param_steps, self._returned
-        names: dict[str, str] = {}
-        for key, g in grads.items():
-            if g is None:  # a parameter without a gradient this step
-                continue
-            name = names[key] = key if name_of is None else name_of(key)
-            if returned.get(name) is not params[key] and name in states:
-                self._check_state(name, states[name], params[key])
         new_params: dict[str, Array] = {}
         new_state: dict[str, dict[str, Array]] = {}
         new_steps: dict[str, int] = {}
-        for key, name in names.items():
+        for key, g in grads.items():
+            if g is None:  # a parameter without a gradient this step
+                continue
+            name = key if name_of is None else name_of(key)
             p = params[key]
             state = states.get(name)
             if state is None:
                 state = self.init_state(p, xp, backend.device)
+            elif returned.get(name) is not p:
+                self._check_state(name, state, p)
             count = new_steps[name] = counts.get(name, 0) + 1
-            new_p, new_state[name] = update(p, grads[key], state, hp, count, xp=xp)
+            new_p, new_state[name] = update(p, g, state, hp, count, xp=xp)
             new_params[key] = returned[name] = new_p
         return new_params, new_state, new_steps
+
+    def _check_states(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
+        """Every held state of ``grads``' keys against its parameter, before an update writes
+        into any of them: with in-place rules a mismatch found part-way would leave the
+        parameters before it changed."""
+        states, returned = self.state, self._returned
+        for name in grads:
+            if name in states and returned.get(name) is not params[name]:
+                self._check_state(name, states[name], params[name])
 
     def _commit(self, new_state: Mapping[str, dict[str, Array]],
                 new_steps: Mapping[str, int]) -> None:

@@ -15,7 +15,6 @@ per-round ratios to offset 0, at the machine's default thread count and at one t
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -74,28 +73,13 @@ def measure(case: compare.Case, steps: int, repeats: int) -> list[dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", action="append",
-                        help="a compare.py case name (part of it); default: the 784-256-256-10 "
-                             "cases at batch 32 and 128")
-    parser.add_argument("--threads", type=compare._threads, action="append", metavar="N|default",
-                        help="repeatable; default: the machine's default, then 1")
-    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
-    parser.add_argument("--repeats", type=int, default=15, help="interleaved rounds")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    args = parser.parse_args(argv)
-    cases = compare.select_cases(args.case or ["256-10 relu/ce b32", "256-10 relu/ce b128"])
-    header = "| case | threads | weights at | ms/step | vs offset 0 |"
-    print(header if args.markdown else header.replace("|", " ").strip())
-    if args.markdown:
-        print("|---|---|---:|---:|---:|")
-    for threads in args.threads or [None, 1]:
-        with compare.thread_count(threads):
-            for case in cases:
-                for row in measure(case, args.steps, args.repeats):
-                    cells = [case.name, str(threads or "default"), f"{row['offset']} bytes",
-                             f"{row['ms_per_step']:.3f}", f"{row['vs_offset_0']:.3f}x"]
-                    print(f"| {' | '.join(cells)} |" if args.markdown else "  ".join(cells))
+    def rows(case: compare.Case, steps: int, repeats: int) -> list[list[str]]:
+        return [[f"{row['offset']} bytes", f"{row['ms_per_step']:.3f}",
+                 f"{row['vs_offset_0']:.3f}x"] for row in measure(case, steps, repeats)]
+
+    compare.table_command(argv, __doc__.split("\n\n")[0],
+                          ["256-10 relu/ce b32", "256-10 relu/ce b128"], 15,
+                          ["weights at", "ms/step", "vs offset 0"], rows)
 
 
 if __name__ == "__main__":

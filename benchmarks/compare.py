@@ -359,6 +359,47 @@ def thread_count(threads: int | None) -> Any:
                 torch.set_num_threads(before)
 
 
+def table_command(
+    argv: list[str] | None,
+    description: str,
+    default_cases: list[str],
+    repeats: int,
+    columns: list[str],
+    rows: Callable[[Case, int, int], list[list[str]]],
+    accept: Callable[[Case], str | None] = lambda case: None,
+) -> None:
+    """The command line of a side-by-side script built on this one (``alignment.py``,
+    ``step_overhead.py``): ``--case`` (repeatable), ``--threads`` (repeatable; default: the
+    machine's default, then 1), ``--steps``, ``--repeats`` and ``--markdown``. Prints a table
+    whose first columns are the case and the threads, then the cells ``rows(case, steps,
+    repeats)`` gives for each of its rows. ``accept(case)`` returns why a case cannot be
+    measured (a usage error), or None."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--case", action="append",
+                        help=f"a case name (part of it); default: {', '.join(default_cases)}")
+    parser.add_argument("--threads", type=_threads, action="append", metavar="N|default",
+                        help="repeatable; default: the machine's default, then 1")
+    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
+    parser.add_argument("--repeats", type=int, default=repeats, help="interleaved rounds")
+    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
+    args = parser.parse_args(argv)
+    cases = select_cases(args.case or default_cases)
+    for case in cases:
+        refusal = accept(case)
+        if refusal:
+            parser.error(refusal)
+    header = "| " + " | ".join(["case", "threads", *columns]) + " |"
+    print(header if args.markdown else header.replace("|", " ").strip())
+    if args.markdown:
+        print("|---|---|" + "---:|" * len(columns))
+    for threads in args.threads or [None, 1]:
+        with thread_count(threads):
+            for case in cases:
+                for cells in rows(case, args.steps, args.repeats):
+                    cells = [case.name, str(threads or "default"), *cells]
+                    print(f"| {' | '.join(cells)} |" if args.markdown else "  ".join(cells))
+
+
 def measure(case: Case, backends: list[Any], args: argparse.Namespace,
             threads: int | None) -> dict[str, Any]:
     """One table row: every contender on ``case`` at ``threads``, interleaved."""

@@ -19,7 +19,6 @@ thread count and at one thread.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import time
@@ -103,32 +102,19 @@ def measure(case: compare.Case, steps: int, repeats: int) -> list[dict[str, Any]
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--case", action="append",
-                        help="a compare.py SGD case name (part of it); default: 784-256-256-10 "
-                             "at batch 32 and 128, and 8-16-16-4")
-    parser.add_argument("--threads", type=compare._threads, action="append", metavar="N|default",
-                        help="repeatable; default: the machine's default, then 1")
-    parser.add_argument("--steps", type=int, default=100, help="steps per epoch")
-    parser.add_argument("--repeats", type=int, default=21, help="interleaved rounds")
-    parser.add_argument("--markdown", action="store_true", help="print a markdown table")
-    args = parser.parse_args(argv)
-    cases = compare.select_cases(args.case or ["256-10 relu/ce b32", "256-10 relu/ce b128",
-                                               "8-16-16-4"])
-    if any(case.optimizer != "sgd" or case.output != "softmax" for case in cases):
-        parser.error("the direct loop calls the SGD rule and the fused Softmax loss: pick "
-                     "SGD cases with a softmax output")
-    header = "| case | threads | contender | us/step | vs direct |"
-    print(header if args.markdown else header.replace("|", " ").strip())
-    if args.markdown:
-        print("|---|---|---|---:|---:|")
-    for threads in args.threads or [None, 1]:
-        with compare.thread_count(threads):
-            for case in cases:
-                for row in measure(case, args.steps, args.repeats):
-                    cells = [case.name, str(threads or "default"), row["contender"],
-                             f"{row['us_per_step']:.1f}", f"{row['vs_direct']:.3f}x"]
-                    print(f"| {' | '.join(cells)} |" if args.markdown else "  ".join(cells))
+    def rows(case: compare.Case, steps: int, repeats: int) -> list[list[str]]:
+        return [[row["contender"], f"{row['us_per_step']:.1f}", f"{row['vs_direct']:.3f}x"]
+                for row in measure(case, steps, repeats)]
+
+    def accept(case: compare.Case) -> str | None:
+        if case.optimizer == "sgd" and case.output == "softmax":
+            return None
+        return ("the direct loop calls the SGD rule and the fused Softmax loss: pick SGD "
+                "cases with a softmax output")
+
+    compare.table_command(argv, __doc__.split("\n\n")[0],
+                          ["256-10 relu/ce b32", "256-10 relu/ce b128", "8-16-16-4"], 21,
+                          ["contender", "us/step", "vs direct"], rows, accept)
 
 
 if __name__ == "__main__":

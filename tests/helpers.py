@@ -43,3 +43,26 @@ def modules_loaded_by(statement: str, names: tuple[str, ...]) -> list[str]:
     code = f"import sys; {statement}; print(sorted(m for m in {names!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return ast.literal_eval(out.stdout)
+
+
+def benchmark_script(name: str):
+    """``benchmarks/<name>.py`` imported as a module (a generator for a pytest fixture):
+    afterwards the module, the ``compare`` module it may import, and the folder it puts on
+    ``sys.path`` are gone again."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    try:
+        spec.loader.exec_module(module)
+        yield module
+    finally:
+        del sys.modules[spec.name]
+        if name != "compare":
+            sys.modules.pop("compare", None)
+        if str(path.parent) in sys.path:
+            sys.path.remove(str(path.parent))

@@ -2,29 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import numpy as np
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "alignment.py"
+from helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def alignment():
-    spec = importlib.util.spec_from_file_location("alignment", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
-        sys.modules.pop("compare", None)
-        if str(SCRIPT.parent) in sys.path:  # the script put its folder there for compare.py
-            sys.path.remove(str(SCRIPT.parent))
+    yield from benchmark_script("alignment")
 
 
 @pytest.mark.parametrize("offset", [0, 16, 32, 48])

@@ -2,28 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "step_overhead.py"
+from helpers import benchmark_script
 
 
 @pytest.fixture(scope="module")
 def overhead():
-    spec = importlib.util.spec_from_file_location("step_overhead", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    try:
-        spec.loader.exec_module(module)
-        yield module
-    finally:
-        del sys.modules[spec.name]
-        sys.modules.pop("compare", None)
-        if str(SCRIPT.parent) in sys.path:  # the script put its folder there for compare.py
-            sys.path.remove(str(SCRIPT.parent))
+    yield from benchmark_script("step_overhead")
 
 
 def test_a_short_run_prints_every_contender_against_the_direct_loop(overhead, capsys):
@@ -31,7 +16,7 @@ def test_a_short_run_prints_every_contender_against_the_direct_loop(overhead, ca
                    "--markdown"])
     lines = capsys.readouterr().out.splitlines()
     assert lines[:2] == ["| case | threads | contender | us/step | vs direct |",
-                         "|---|---|---|---:|---:|"]
+                         "|---|---|---:|---:|---:|"]
     rows = [line.strip("| ").split(" | ") for line in lines[2:]]
     assert [row[2] for row in rows] == ["direct", "step", "fit"]
     assert rows[0][4] == "1.000x"

@@ -38,10 +38,12 @@ class LayerwiseStep:
     If the caller stops part-way (a backward pass that raises), the parts applied so far
     have taken the step and the others have not. Each parameter's update count
     (``param_steps``, which Adam's bias correction reads) stays exact; ``step_count``
-    (which schedules read) advances only in :meth:`finish`. Within one :meth:`apply`, the
-    new states and counts are committed together after the last parameter's update; a held
-    state that does not fit its parameter raises before that parameter changes (parameters
-    before it in the same call keep their update, as with in-place rules they must).
+    (which schedules read) advances only in :meth:`finish`. Within one :meth:`apply`, a held
+    state that does not fit its parameter raises before that parameter changes, and the new
+    states and counts are committed together after the last parameter's update: an update
+    that raises part-way commits nothing of that call. An in-place rule (NumPy's, torch's)
+    has by then written into the parameters and states before it, whose counts then lag by
+    one; restore a checkpoint after such a failure.
     """
 
     def __init__(self, optimizer: Optimizer, backend: Backend) -> None:

@@ -15,7 +15,6 @@ per-round ratios to offset 0, at the machine's default thread count and at one t
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 from typing import Any
@@ -61,21 +60,17 @@ def contender(case: compare.Case, x: np.ndarray, y: np.ndarray, offset: int) -> 
     return run
 
 
-def measure(case: compare.Case, steps: int, repeats: int) -> list[dict[str, Any]]:
+def measure(case: compare.Case, steps: int, repeats: int) -> dict[int, tuple[float, float]]:
+    """Per offset: seconds per step and the ratio to offset 0 (``compare.side_by_side``)."""
     x, y = bench.synthetic(case, case.batch_size * steps)
     runs = {offset: contender(case, x, y, offset) for offset in OFFSETS}
-    seconds = compare.interleaved(runs, repeats)
-    return [{"offset": offset,
-             "ms_per_step": statistics.median(seconds[offset]) / steps * 1e3,
-             "vs_offset_0": statistics.median(a / b for a, b in zip(seconds[offset],
-                                                                    seconds[0], strict=True))}
-            for offset in OFFSETS]
+    return compare.side_by_side(runs, steps, repeats, reference=0)
 
 
 def main(argv: list[str] | None = None) -> None:
     def rows(case: compare.Case, steps: int, repeats: int) -> list[list[str]]:
-        return [[f"{row['offset']} bytes", f"{row['ms_per_step']:.3f}",
-                 f"{row['vs_offset_0']:.3f}x"] for row in measure(case, steps, repeats)]
+        return [[f"{offset} bytes", f"{per_step * 1e3:.3f}", f"{ratio:.3f}x"]
+                for offset, (per_step, ratio) in measure(case, steps, repeats).items()]
 
     compare.table_command(argv, __doc__.split("\n\n")[0],
                           ["256-10 relu/ce b32", "256-10 relu/ce b128"], 15,

@@ -133,6 +133,21 @@ def interleaved(
     return seconds
 
 
+def median_ratio(seconds: list[float], reference: list[float]) -> float:
+    """The median over the rounds of ``seconds[i] / reference[i]`` (the two contenders'
+    times in the same round of ``interleaved``)."""
+    return statistics.median(a / b for a, b in zip(seconds, reference, strict=True))
+
+
+def side_by_side(runs: dict[Any, Callable[[], float]], steps: int, repeats: int,
+                 reference: Any) -> dict[Any, tuple[float, float]]:
+    """``interleaved`` rounds of one epoch of ``steps`` steps per contender: for each, its
+    median seconds per step and the median of its per-round ratios to ``reference``."""
+    seconds = interleaved(runs, repeats)
+    return {name: (statistics.median(t) / steps, median_ratio(t, seconds[reference]))
+            for name, t in seconds.items()}
+
+
 def portgd_epoch(
     case: Case, backend: Any, x: np.ndarray, y: np.ndarray
 ) -> Callable[[], float]:
@@ -431,7 +446,7 @@ def measure(case: Case, backends: list[Any], args: argparse.Namespace,
     row["ms_per_step"] = {name: 1e3 * statistics.median(t) / steps
                           for name, t in seconds.items()}
     row["ratios"] = {
-        name: {ref: statistics.median(a / b for a, b in zip(t, seconds[ref], strict=True))
+        name: {ref: median_ratio(t, seconds[ref])
                for ref in _references(name) if ref in seconds and ref != name}
         for name, t in seconds.items()
     }

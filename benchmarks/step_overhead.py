@@ -19,7 +19,6 @@ thread count and at one thread.
 
 from __future__ import annotations
 
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -89,22 +88,17 @@ def contender(kind: str, case: compare.Case, x: np.ndarray, y: np.ndarray) -> An
     return run
 
 
-def measure(case: compare.Case, steps: int, repeats: int) -> list[dict[str, Any]]:
+def measure(case: compare.Case, steps: int, repeats: int) -> dict[str, tuple[float, float]]:
+    """Per contender: seconds per step and the ratio to ``direct`` (``compare.side_by_side``)."""
     x, y = bench.synthetic(case, case.batch_size * steps)
     runs = {kind: contender(kind, case, x, y) for kind in CONTENDERS}
-    seconds = compare.interleaved(runs, repeats)
-    return [{"contender": kind,
-             "us_per_step": statistics.median(seconds[kind]) / steps * 1e6,
-             "vs_direct": statistics.median(a / b for a, b in zip(seconds[kind],
-                                                                  seconds["direct"],
-                                                                  strict=True))}
-            for kind in CONTENDERS]
+    return compare.side_by_side(runs, steps, repeats, reference="direct")
 
 
 def main(argv: list[str] | None = None) -> None:
     def rows(case: compare.Case, steps: int, repeats: int) -> list[list[str]]:
-        return [[row["contender"], f"{row['us_per_step']:.1f}", f"{row['vs_direct']:.3f}x"]
-                for row in measure(case, steps, repeats)]
+        return [[kind, f"{per_step * 1e6:.1f}", f"{ratio:.3f}x"]
+                for kind, (per_step, ratio) in measure(case, steps, repeats).items()]
 
     def accept(case: compare.Case) -> str | None:
         if case.optimizer == "sgd" and case.output == "softmax":

@@ -316,3 +316,23 @@ def test_state_of_another_model_changes_nothing_even_after_a_matching_parameter(
     for name, state in before.items():
         for key, value in state.items():
             np.testing.assert_array_equal(opt.state[name][key], value)
+
+
+def test_a_whole_update_checks_each_held_state_once(monkeypatch):
+    """The whole-model update checks every state before writing; the parameters it checked
+    are not checked a second time inside the update, and the next step checks none."""
+    import portgd.optim.optimizer as optimizer_module
+
+    checked = []
+    real = optimizer_module._state_mismatch
+    monkeypatch.setattr(optimizer_module, "_state_mismatch",
+                        lambda state, p: checked.append(tuple(p.shape)) or real(state, p))
+    opt = optim.Adam(lr=0.1)
+    grads = {"w": np.ones((2, 2)), "b": np.ones(2)}
+    opt.step({"w": np.ones((2, 2)), "b": np.ones(2)}, grads)
+    assert checked == []  # no state yet: nothing to check
+    owned = {"w": np.full((2, 2), 3.0), "b": np.full(2, 3.0)}  # new arrays: checked
+    new = opt._apply(owned, grads, in_place=True, trusted=True)
+    assert sorted(checked) == [(2,), (2, 2)]
+    opt._apply(new, grads, in_place=True, trusted=True)  # the arrays it returned: no check
+    assert sorted(checked) == [(2,), (2, 2)]

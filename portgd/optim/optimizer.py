@@ -203,7 +203,8 @@ class Optimizer:
         self.step_count = 0
         self._pending: dict[str, dict[str, Any]] = {}  # loaded host state, backend unknown
         self._unchecked: set[str] = set()  # loaded state not yet checked against params
-        #: ``{name: the array the last update returned}``: its state needs no shape check
+        #: ``{name: an array known to fit its state}`` (the one the last update returned, or
+        #: one just checked): its state needs no shape check
         self._returned: dict[str, Array] = {}
         #: the update functions looked up on the backend ``_rules_for``, by
         #: ``(in_place, may_overwrite_grad)``
@@ -413,11 +414,14 @@ class Optimizer:
     def _check_states(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         """Every held state of ``grads``' keys against its parameter, before an update writes
         into any of them: with in-place rules a mismatch found part-way would leave the
-        parameters before it changed."""
+        parameters before it changed. A parameter that passes is remembered as fitting, so
+        the update does not check it again."""
         states, returned = self.state, self._returned
         for name in grads:
-            if name in states and returned.get(name) is not params[name]:
-                self._check_state(name, states[name], params[name])
+            p = params[name]
+            if name in states and returned.get(name) is not p:
+                self._check_state(name, states[name], p)
+                returned[name] = p
 
     def _commit(self, new_state: Mapping[str, dict[str, Array]],
                 new_steps: Mapping[str, int]) -> None:

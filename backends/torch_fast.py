@@ -35,8 +35,15 @@ def fast_paths(torch: Any, xp: Any) -> dict[str, Callable[..., Any]]:
     whose ``sum`` and ``max`` stay the path for ``axis=None``."""
 
     def relu_backward(x: Any, dout: Any) -> Any:
-        """``dout * (x > 0)``: torch multiplies by the boolean mask directly."""
-        return dout * (x > 0)
+        """``dout * (x > 0)`` with the 0/1 mask written as floats by the comparison itself:
+        torch's kernels that read or write booleans run several times slower on the CPU
+        (``dout * (x > 0)`` took 300-370 us for a 1024x256 float32 batch here, this 53 us).
+        Autograd refuses ``out=`` arguments, so a ``dout`` that requires grad takes the
+        plain product."""
+        if dout.requires_grad:
+            return dout * (x > 0)
+        mask = torch.gt(x, 0.0, out=torch.empty_like(dout))
+        return torch.mul(dout, mask, out=mask)
 
     def add_bias(y: Any, bias: Any) -> Any:
         """``y + bias`` written into ``y``, Dense's fresh product (one allocation less)."""

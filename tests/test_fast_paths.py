@@ -236,3 +236,16 @@ def test_torchs_in_place_rules_update_a_parameter_that_requires_grad(name):
     want = optim.make_optimizer(name, lr=0.1).step({"w": start.clone()}, {"w": grad.clone()})
     assert model.params["w"].requires_grad and model.params["w"].grad_fn is None
     assert torch.equal(model.params["w"].detach(), want["w"])
+
+
+def test_torchs_relu_backward_takes_the_plain_product_where_autograd_records():
+    """out= is refused where autograd records: a gradient that requires grad gets the generic
+    product, with its graph, and the same numbers."""
+    torch = pytest.importorskip("torch")
+    relu_backward = portgd.get_backend("torch").fast["relu_backward"]
+    x = torch.tensor([[-1.0, 0.0, 2.0], [3.0, -0.0, float("nan")]])
+    dout = torch.tensor([[1.5, -2.0, -3.0], [4.0, 5.0, 6.0]], requires_grad=True)
+    result = relu_backward(x, dout)
+    assert result.grad_fn is not None
+    assert torch.equal(result.detach(), torch.tensor([[0.0, -0.0, -3.0], [4.0, 0.0, 0.0]]))
+    assert torch.equal(torch.signbit(result.detach()), torch.signbit(dout.detach() * (x > 0)))

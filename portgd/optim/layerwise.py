@@ -79,11 +79,8 @@ class LayerwiseStep:
                 "clip_norm needs every gradient before the first update; pass them all "
                 "to finish(params, grads) instead of apply()"
             )
-        optimizer = self.optimizer
-        new_params, new_state, new_steps = optimizer._updated(
-            params, grads, self.backend, self._update, self._hp, name_of)
-        optimizer._commit(new_state, new_steps)  # once the whole group has its update
-        return new_params
+        return self.optimizer._updated(params, grads, self.backend, self._update, self._hp,
+                                       name_of)
 
     def finish(
         self,

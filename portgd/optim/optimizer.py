@@ -210,6 +210,9 @@ class Optimizer:
         #: ``(in_place, may_overwrite_grad)``
         self._rules_for: Backend | None = None
         self._rules: dict[tuple[bool, bool], UpdateFn] = {}
+        #: the last ``hp`` dict (see :meth:`_hp`) and the ``_hyper`` dict it was made from
+        self._last_hp: dict[str, Any] | None = None
+        self._last_hyper: dict[str, Any] | None = None
 
     # -- stepping ---------------------------------------------------------------------
     def step(
@@ -332,9 +335,7 @@ class Optimizer:
             self._check_loaded(params, present, backend.xp)
         self._check_states(params, present)
         update, hp = self._rule(backend, in_place)
-        updated, new_state, new_steps = self._updated(params, present, backend, update, hp)
-        new_params.update(updated)
-        self._commit(new_state, new_steps)
+        new_params.update(self._updated(params, present, backend, update, hp))
         self.step_count += 1
         return new_params
 
@@ -353,7 +354,20 @@ class Optimizer:
         if update is None:
             update = self._rules[in_place, may_overwrite_grad] = self._lookup_rule(
                 backend, in_place, may_overwrite_grad)
-        return update, {**self._hyper, **self._fixed_hp, "lr": self.lr}
+        return update, self._hp()
+
+    def _hp(self) -> dict[str, Any]:
+        """The ``hp`` the update rules get: the hyperparameters and this step's ``lr``.
+
+        Made anew only when the rate or the hyperparameters (replaced, never changed in place)
+        differ from the last step's: a constant rate reuses one dict for the whole run.
+        """
+        lr, hyper = self.lr, self._hyper
+        hp = self._last_hp
+        if hp is None or hp["lr"] != lr or self._last_hyper is not hyper:
+            hp = self._last_hp = {**hyper, **self._fixed_hp, "lr": lr}
+            self._last_hyper = hyper
+        return hp
 
     def _lookup_rule(self, backend: Backend, in_place: bool, may_overwrite_grad: bool
                      ) -> UpdateFn:
@@ -379,10 +393,11 @@ class Optimizer:
         update: UpdateFn,
         hp: Mapping[str, Any],
         name_of: Callable[[str], str] | None = None,
-    ) -> tuple[dict[str, Array], dict[str, dict[str, Array]], dict[str, int]]:
-        """New parameters for the keys of ``grads`` (None gradients skipped), and the new
-        states and update counts by parameter name (``name_of(key)``; the key itself by
-        default). Commits nothing: the caller passes the last two to :meth:`_commit`.
+    ) -> dict[str, Array]:
+        """New parameters for the keys of ``grads`` (None gradients skipped). The new states
+        and update counts, by parameter name (``name_of(key)``; the key itself by default),
+        become the optimizer's own once every parameter has its update: an update that raises
+        part-way commits nothing.
 
         A held state is checked against its parameter's shape before that parameter is
         updated, unless the parameter is the array this optimizer itself returned for that
@@ -409,7 +424,9 @@ class Optimizer:
             count = new_steps[name] = counts.get(name, 0) + 1
             new_p, new_state[name] = update(p, g, state, hp, count, xp=xp)
             new_params[key] = returned[name] = new_p
-        return new_params, new_state, new_steps
+        states.update(new_state)
+        counts.update(new_steps)
+        return new_params
 
     def _check_states(self, params: Mapping[str, Array], grads: Mapping[str, Array]) -> None:
         """Every held state of ``grads``' keys against its parameter, before an update writes
@@ -422,12 +439,6 @@ class Optimizer:
             if name in states and returned.get(name) is not p:
                 self._check_state(name, states[name], p)
                 returned[name] = p
-
-    def _commit(self, new_state: Mapping[str, dict[str, Array]],
-                new_steps: Mapping[str, int]) -> None:
-        """Make the states and counts of :meth:`_updated` the optimizer's own."""
-        self.state.update(new_state)
-        self.param_steps.update(new_steps)
 
     def _check_state(self, name: str, state: Mapping[str, Array], p: Array) -> None:
         key = _state_mismatch(state, p)

@@ -336,3 +336,27 @@ def test_a_whole_update_checks_each_held_state_once(monkeypatch):
     assert sorted(checked) == [(2,), (2, 2)]
     opt._apply(new, grads, in_place=True, trusted=True)  # the arrays it returned: no check
     assert sorted(checked) == [(2,), (2, 2)]
+
+
+def test_a_constant_rate_reuses_one_hp_dict_and_a_new_rate_makes_another():
+    """Optimizer._hp: built once while rate and hyperparameters stay, anew when either
+    changes (the dict every rule reads: a stale one would apply the old settings)."""
+    backend = portgd.get_backend("numpy")
+    opt = optim.Adam(lr=0.1)
+    first = opt._rule(backend, in_place=True)[1]
+    assert opt._rule(backend, in_place=True)[1] is first
+    opt.lr = 0.2
+    assert opt._rule(backend, in_place=True)[1]["lr"] == 0.2
+
+
+def test_hyperparameters_loaded_at_the_same_rate_reach_the_next_step():
+    """load_state_dict replaces the hyperparameters: a step after it uses the loaded betas
+    even though the rate, and so the cached rate of the last step, is unchanged."""
+    params = {"w": np.array([1.0, -2.0, 3.0])}
+    grads = {"w": np.array([0.5, 0.25, -1.0])}
+    other = optim.Adam(lr=0.1, betas=(0.5, 0.6))
+    want = other.step(params, grads)
+    opt = optim.Adam(lr=0.1)
+    opt.step(params, grads)
+    opt.load_state_dict(optim.Adam(lr=0.1, betas=(0.5, 0.6)).state_dict())
+    np.testing.assert_array_equal(opt.step(params, grads)["w"], want["w"])

@@ -210,9 +210,8 @@ class Optimizer:
         #: ``(in_place, may_overwrite_grad)``
         self._rules_for: Backend | None = None
         self._rules: dict[tuple[bool, bool], UpdateFn] = {}
-        #: the last ``hp`` dict (see :meth:`_hp`) and the ``_hyper`` dict it was made from
+        #: the ``hp`` dict of the last step (see :meth:`_hp`)
         self._last_hp: dict[str, Any] | None = None
-        self._last_hyper: dict[str, Any] | None = None
 
     # -- stepping ---------------------------------------------------------------------
     def step(
@@ -359,14 +358,14 @@ class Optimizer:
     def _hp(self) -> dict[str, Any]:
         """The ``hp`` the update rules get: the hyperparameters and this step's ``lr``.
 
-        Made anew only when the rate or the hyperparameters (replaced, never changed in place)
-        differ from the last step's: a constant rate reuses one dict for the whole run.
+        Made anew only when the rate differs from the last step's: a constant rate reuses
+        one dict for the whole run. The hyperparameters change only through
+        :meth:`load_state_dict`, whose :meth:`reset` forgets the dict.
         """
-        lr, hyper = self.lr, self._hyper
+        lr = self.lr
         hp = self._last_hp
-        if hp is None or hp["lr"] != lr or self._last_hyper is not hyper:
-            hp = self._last_hp = {**hyper, **self._fixed_hp, "lr": lr}
-            self._last_hyper = hyper
+        if hp is None or hp["lr"] != lr:
+            hp = self._last_hp = {**self._hyper, **self._fixed_hp, "lr": lr}
         return hp
 
     def _lookup_rule(self, backend: Backend, in_place: bool, may_overwrite_grad: bool

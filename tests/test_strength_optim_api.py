@@ -350,13 +350,28 @@ def test_a_constant_rate_reuses_one_hp_dict_and_a_new_rate_makes_another():
 
 
 def test_hyperparameters_loaded_at_the_same_rate_reach_the_next_step():
-    """load_state_dict replaces the hyperparameters: a step after it uses the loaded betas
-    even though the rate, and so the cached rate of the last step, is unchanged."""
+    """load_state_dict replaces the hyperparameters: a step after it uses the loaded weight
+    decay even though the rate, and so the cached rate of the last step, is unchanged."""
     params = {"w": np.array([1.0, -2.0, 3.0])}
     grads = {"w": np.array([0.5, 0.25, -1.0])}
-    other = optim.Adam(lr=0.1, betas=(0.5, 0.6))
-    want = other.step(params, grads)
+    loaded = {"lr": 0.1, "weight_decay": 0.5}
+    want = optim.Adam(**loaded).step(params, grads)
+    plain = optim.Adam(lr=0.1).step(params, grads)
+    assert not np.array_equal(want["w"], plain["w"])  # the decay changes the first step
     opt = optim.Adam(lr=0.1)
     opt.step(params, grads)
-    opt.load_state_dict(optim.Adam(lr=0.1, betas=(0.5, 0.6)).state_dict())
+    opt.load_state_dict(optim.Adam(**loaded).state_dict())
     np.testing.assert_array_equal(opt.step(params, grads)["w"], want["w"])
+
+
+def test_a_rate_of_minus_zero_after_zero_reaches_the_rule_as_minus_zero():
+    """The hp dict is kept for the very same rate object only: -0.0 == 0.0, but a rule
+    multiplying by the rate keeps the sign, as a fresh optimizer at that step would."""
+    rates = [0.0, -0.0]
+    opt = optim.SGD(lr=lambda step: rates[step])
+    params = {"w": np.array([-0.0])}
+    grads = {"w": np.array([1.0])}
+    params = opt.step(params, grads)
+    assert np.signbit(params["w"][0])  # -0.0 - 0.0 * 1.0 = -0.0
+    params = opt.step(params, grads)
+    assert not np.signbit(params["w"][0])  # -0.0 - (-0.0 * 1.0) = +0.0

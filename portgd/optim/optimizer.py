@@ -78,7 +78,8 @@ class Optimizer:
 
     Subclasses set ``name`` (the fast-path key) and ``update_rule`` (the generic update
     function, see :mod:`portgd.optim.rules`), store their hyperparameters in ``self._hyper``
-    and list their state keys in :meth:`state_keys`.
+    (in ``__init__``; a change after a step must go through :meth:`reset`, which makes the
+    rules' ``hp`` dict anew) and list their state keys in :meth:`state_keys`.
 
     Attributes:
         state: ``{param name: {key: array}}``, created at a parameter's first update on
@@ -358,13 +359,15 @@ class Optimizer:
     def _hp(self) -> dict[str, Any]:
         """The ``hp`` the update rules get: the hyperparameters and this step's ``lr``.
 
-        Made anew only when the rate differs from the last step's: a constant rate reuses
-        one dict for the whole run. The hyperparameters change only through
-        :meth:`load_state_dict`, whose :meth:`reset` forgets the dict.
+        Made anew unless this step's rate is the very float object of the last step's (a
+        constant rate is: one dict for the whole run; identity, not equality, so that 0.0
+        and -0.0 stay apart). The rules share the dict and only read it. The
+        hyperparameters change only through :meth:`load_state_dict`, whose :meth:`reset`
+        forgets the dict.
         """
         lr = self.lr
         hp = self._last_hp
-        if hp is None or hp["lr"] != lr:
+        if hp is None or hp["lr"] is not lr:
             hp = self._last_hp = {**self._hyper, **self._fixed_hp, "lr": lr}
         return hp
 

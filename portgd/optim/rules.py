@@ -10,7 +10,8 @@ Written once against the array API standard::
   keys of the optimizer's :meth:`~portgd.optim.Optimizer.state_keys`. It is read, never
   modified.
 - ``hp``: a dict of Python floats and bools, the optimizer's hyperparameters (its
-  ``config()`` without the clipping options) with ``"lr"`` set to this step's rate.
+  ``config()`` without the clipping options) with ``"lr"`` set to this step's rate. Read
+  it, never change it: steps at the same rate share one dict.
 - ``step``: a Python int, how many updates this parameter has had including this one
   (1 on its first update).
 - ``xp``: the array namespace.

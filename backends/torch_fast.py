@@ -38,6 +38,7 @@ def fast_paths(torch: Any, xp: Any) -> dict[str, Callable[..., Any]]:
         """``dout * (x > 0)`` with the 0/1 mask written as floats by the comparison itself:
         torch's kernels that read or write booleans run several times slower on the CPU
         (``dout * (x > 0)`` took 300-370 us for a 1024x256 float32 batch here, this 53 us).
+        ``x`` and ``dout`` have the same shape (``ReLU.backward``'s input and gradient).
         Autograd refuses ``out=`` arguments, so a ``dout`` that requires grad takes the
         plain product."""
         if dout.requires_grad:
